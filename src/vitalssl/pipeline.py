@@ -1,0 +1,79 @@
+"""The data stages as functions of typed configs and paths (stages and CLI call these)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .config import DataConfig, DemoConfig, SplitConfig, WindowConfig
+from .demo import generate_demo, load_faults
+from .quality import score_against_faults
+from .sources import case_set_ids, make_source
+from .splits import select_cases, splits_document
+from .windows import atomic_write_text, build_split
+
+
+def run_demo(cfg: DemoConfig, out_dir: Path, progress: bool = True) -> dict:
+    summary = generate_demo(cfg, Path(out_dir), progress=progress)
+    print(f"demo: wrote {summary['cases']} cases of {summary['subjects']} subjects to {out_dir}; "
+          f"faults: {summary['faults']}")
+    return summary
+
+
+def run_prepare_splits(data: DataConfig, cfg: SplitConfig, out_path: Path) -> dict:
+    case_set = case_set_ids(cfg.case_set)
+    source = make_source(data, case_set)
+    caseids = select_cases(source.available(), case_set, cfg)
+    subjects = source.subjects()
+    doc, text = splits_document(caseids, subjects, cfg, source.name)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_path, text)
+    prov = doc["provenance"]
+    print(f"prepare-splits: {len(caseids)} cases from source {source.name!r} ({cfg.mode}, case set "
+          f"{cfg.case_set}) -> train {prov['counts']['train']}, val {prov['counts']['val']}, "
+          f"test {prov['counts']['test']} -> {out_path}")
+    if prov["case_level_fallback"]:
+        print(f"prepare-splits: {prov['case_level_fallback']} case(s) have no subject id in the clinical table; "
+              "they were split at case level (listed under case_level_cases)")
+    return doc
+
+
+def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, split: str, out_dir: Path,
+                      metrics_path: Path | None, progress: bool = True) -> dict:
+    split_file = Path(split_file)
+    if not split_file.exists():
+        raise FileNotFoundError(f"split file {split_file} not found (run prepare-splits first)")
+    doc = json.loads(split_file.read_text())
+    if split not in doc or not isinstance(doc[split], dict):
+        raise ValueError(f"split {split!r} not in {split_file} (has: {', '.join(k for k in doc if k != 'provenance')})")
+    if doc.get("provenance", {}).get("source") != data.source:
+        raise ValueError(f"{split_file} was made from source {doc.get('provenance', {}).get('source')!r} but "
+                         f"data.source is {data.source!r}; re-run prepare-splits")
+    cases = list(zip(doc[split]["caseids"], doc[split]["subjectids"]))
+    source = make_source(data, None)
+    truth, faults = None, None
+    if data.source == "demo":
+        faults = load_faults(Path(data.demo_dir))
+        truth = {"faulted": 0, "faulted_rejected": 0, "clean": 0, "clean_kept": 0, "borderline": 0}
+
+    def on_case(res):
+        if truth is not None and res.error is None:
+            for k, v in score_against_faults(res.starts_s, res.kept, faults.get(res.caseid, []),
+                                             cfg.window_s).items():
+                truth[k] += v
+
+    report = build_split(source, cases, cfg, Path(out_dir), split, progress=progress, on_case=on_case)
+    report["source"] = data.source
+    if truth is not None:
+        truth["faulted_rejected_frac"] = truth["faulted_rejected"] / max(truth["faulted"], 1)
+        truth["clean_kept_frac"] = truth["clean_kept"] / max(truth["clean"], 1)
+        report["gate_vs_demo_faults"] = truth
+    print(f"build-windows {split}: {report['cases_read']}/{report['cases_total']} cases read, "
+          f"{report['windows_kept']}/{report['windows_total']} windows kept; rejected by criterion "
+          f"{report['rejected_by_criterion']}; failed cases {report['cases_failed_by_reason']}")
+    if metrics_path is not None:
+        metrics_path = Path(metrics_path)
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(metrics_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return report

@@ -1,0 +1,83 @@
+"""Subject-disjoint train/val/test splits of VitalDB cases."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import numpy as np
+
+from .config import SplitConfig, to_dict
+
+SPLITS = ("train", "val", "test")
+
+
+def select_cases(available: list[int], case_set: Optional[set[int]], cfg: SplitConfig) -> list[int]:
+    """Eligible cases: ``available`` within the case set; ``fasttrack`` draws ``fasttrack_cases`` of them."""
+    eligible = sorted(c for c in available if case_set is None or c in case_set)
+    if cfg.mode == "full":
+        if not eligible:
+            raise ValueError(f"no case of case set {cfg.case_set!r} is available from the source")
+        return eligible
+    if len(eligible) < cfg.fasttrack_cases:
+        raise ValueError(f"splits.mode=fasttrack needs {cfg.fasttrack_cases} cases but the source has "
+                         f"{len(eligible)} in case set {cfg.case_set!r}; use splits.mode=full or lower "
+                         f"splits.fasttrack_cases")
+    rng = np.random.default_rng(cfg.seed)
+    return sorted(int(c) for c in rng.choice(eligible, cfg.fasttrack_cases, replace=False))
+
+
+def split_cases(caseids: list[int], subject_of: Optional[dict[int, str]], cfg: SplitConfig) -> dict:
+    """Assign whole subjects to splits so that case counts follow the ratios.
+
+    Cases without a subject id (no clinical table, or not in it) are their own
+    group; the result lists them under ``case_level_cases``.
+    """
+    subject_of = subject_of or {}
+    groups: dict[str, list[int]] = {}
+    case_level = []
+    for c in sorted(caseids):
+        if c in subject_of:
+            key = f"s{subject_of[c]}"
+        else:
+            key = f"c{c}"
+            case_level.append(c)
+        groups.setdefault(key, []).append(c)
+    keys = sorted(groups)
+    rng = np.random.default_rng(cfg.seed)
+    order = [keys[i] for i in rng.permutation(len(keys))]
+    ratios = {"train": cfg.train, "val": cfg.val, "test": cfg.test}
+    assigned: dict[str, list[str]] = {s: [] for s in SPLITS}
+    counts = {s: 0 for s in SPLITS}
+    total = len(caseids)
+    for key in order:
+        # the split furthest below its target share takes the next subject
+        deficit = {s: ratios[s] * total - counts[s] for s in SPLITS if ratios[s] > 0}
+        s = max(deficit, key=lambda k: (deficit[k], -SPLITS.index(k)))
+        assigned[s].append(key)
+        counts[s] += len(groups[key])
+    out = {}
+    for s in SPLITS:
+        cases = sorted(c for k in assigned[s] for c in groups[k])
+        subjects = sorted({subject_of[c] for c in cases if c in subject_of}, key=lambda x: (len(x), x))
+        out[s] = {"caseids": cases, "subjectids": [subject_of.get(c) for c in cases], "subjects": subjects}
+    for s in SPLITS:
+        if ratios[s] > 0 and not out[s]["caseids"]:
+            raise ValueError(f"split {s!r} is empty: {total} case(s) in {len(keys)} subject group(s) cannot fill "
+                             f"train/val/test at ratios {cfg.train}/{cfg.val}/{cfg.test}; add cases or change "
+                             f"splits.{s}")
+    out["case_level_cases"] = case_level
+    return out
+
+
+def splits_document(caseids, subject_of, cfg: SplitConfig, source: str) -> tuple[dict, str]:
+    """The splits JSON (as dict and as canonical text: same params -> same bytes)."""
+    body = split_cases(caseids, subject_of, cfg)
+    doc = {
+        "provenance": {"source": source, "params": to_dict(cfg),
+                       "counts": {s: len(body[s]["caseids"]) for s in SPLITS},
+                       "subject_level": not body["case_level_cases"],
+                       "case_level_fallback": len(body["case_level_cases"])},
+        **body,
+    }
+    return doc, json.dumps(doc, indent=1, sort_keys=True) + "\n"

@@ -1,0 +1,18 @@
+"""Stage `build-windows`: gated, normalised windows of one split (params: data, windows)."""
+
+import argparse
+from pathlib import Path
+
+from vitalssl.params import data_config, load_params, window_config
+from vitalssl.pipeline import run_build_windows
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--split", required=True)
+    ap.add_argument("--split-file", required=True)
+    ap.add_argument("--outdir", required=True)
+    ap.add_argument("--metrics", required=True)
+    args = ap.parse_args()
+    params = load_params()
+    run_build_windows(data_config(params), window_config(params), Path(args.split_file), args.split,
+                      Path(args.outdir), Path(args.metrics))
