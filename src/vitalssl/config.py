@@ -303,8 +303,8 @@ class PretrainConfig:
         _check(self.batch_size >= 1, "batch_size (--batch-size)", "must be >= 1")
         _check(self.lr > 0, "lr (--lr)", "must be > 0")
         _check(self.weight_decay >= 0, "weight_decay (--weight-decay)", "must be >= 0")
-        _check(0 <= self.warmup_epochs < self.epochs or self.warmup_epochs == 0, "warmup_epochs (--warmup-epochs)",
-               f"must be in [0, epochs={self.epochs})")
+        _check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs (--warmup-epochs)",
+               f"must be in [0, epochs={self.epochs}]")
         _check(self.stft_weight >= 0, "stft_weight (--stft-weight)", "must be >= 0")
         _check(self.gradient_clip >= 0, "gradient_clip (--gradient-clip)", "must be >= 0 (0 disables)")
         _check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "device (--device)",

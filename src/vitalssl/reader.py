@@ -7,6 +7,8 @@ resampling is left to :mod:`vitalssl.dsp`.
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +33,28 @@ class CaseSignals:
     labels: dict                # label name -> [seconds] float64 at 1 Hz (NaN where absent)
 
 
+def _check_gzip_stream(path: Path, caseid: int) -> None:
+    """Decompress the whole file once: a truncated or corrupt stream raises here.
+
+    ``vitaldb``'s parser stops quietly at a truncated stream and returns tracks
+    with no records, which would pass as a case with no data.
+    """
+    try:
+        with gzip.open(path, "rb") as f:
+            while f.read(1 << 22):
+                pass
+    except (EOFError, OSError, zlib.error) as e:
+        raise CaseError(caseid, "unreadable", f"{path.name} is not a complete gzip stream "
+                        f"(truncated or corrupt .vital file): {e}") from e
+
+
 def read_case(path: Path, caseid: int, ppg_track: str, ecg_track: str, label_tracks: dict,
               native_srate: float) -> CaseSignals:
     """Read a case; raise :class:`CaseError` naming the case for every way it can be unusable."""
     path = Path(path)
     if not path.exists():
         raise CaseError(caseid, "unknown_case", f"no file {path}")
+    _check_gzip_stream(path, caseid)
     names = [ppg_track, ecg_track, *label_tracks.values()]
     try:
         vf = vitaldb.VitalFile(str(path), track_names=names)

@@ -1,0 +1,136 @@
+"""Filters, resampling and the quality gate: each criterion, and precision/recall on the demo's faults."""
+
+import numpy as np
+import pytest
+
+from conftest import clean_case
+from vitalssl.config import replace
+from vitalssl.demo import demo_caseids, generate_demo, load_faults
+from vitalssl.dsp import bandpass, bandpass_sos, fill_gaps, longest_run, resample
+from vitalssl.quality import CRITERIA, channel_measures, judge, score_against_faults
+from vitalssl.windows import process_case
+
+
+def _tone(f, fs=500.0, dur=20.0):
+    t = np.arange(int(fs * dur)) / fs
+    return np.sin(2 * np.pi * f * t)
+
+
+def _gain(y):
+    mid = y[len(y) // 4: -len(y) // 4]  # away from the edges
+    return np.sqrt(2) * mid.std()
+
+
+@pytest.mark.parametrize("kind", ["butter", "cheby2", "bessel"])
+def test_bandpass_keeps_in_band_and_removes_out_of_band(kind):
+    sos = bandpass_sos(kind, 4, (0.5, 40.0), 500.0)
+    assert _gain(bandpass(_tone(10.0), sos)) == pytest.approx(1.0, abs=0.02 if kind != "bessel" else 0.1)
+    assert _gain(bandpass(_tone(60.0), sos)) < 0.05          # mains hum
+    assert _gain(bandpass(_tone(0.05, dur=200.0), sos)) < 0.05  # baseline wander
+
+
+def test_bandpass_is_zero_phase():
+    sos = bandpass_sos("butter", 4, (0.5, 8.0), 500.0)
+    x = _tone(2.0)
+    y = bandpass(x, sos)
+    mid = slice(2500, 7500)
+    lag = np.argmax(np.correlate(y[mid], x[mid], "full")) - (mid.stop - mid.start - 1)
+    assert lag == 0
+
+
+def test_resample_keeps_band_and_rejects_aliases():
+    assert _gain(resample(_tone(10.0), 4)) == pytest.approx(1.0, abs=0.01)
+    # 110 Hz would alias to 15 Hz at 125 Hz without the anti-aliasing filter
+    y = resample(_tone(110.0), 4)
+    assert len(y) == 2500 and _gain(y) < 0.01
+
+
+def test_fill_gaps_and_longest_run():
+    x = np.array([np.nan, 1.0, np.nan, np.nan, 4.0, np.nan])
+    np.testing.assert_allclose(fill_gaps(x), [1, 1, 2, 3, 4, 4])
+    assert longest_run(np.array([0, 1, 1, 0, 1, 1, 1, 0], bool)) == 3 and longest_run(np.zeros(4, bool)) == 0
+
+
+def _window(wcfg, ppg, ecg):
+    """Gate verdict of one 10 s window given raw native-rate signals."""
+    out = []
+    for x, band in ((ppg, wcfg.filter.ppg_band), (ecg, wcfg.filter.ecg_band)):
+        sos = bandpass_sos(wcfg.filter.type, wcfg.filter.order, band, 500.0)
+        out.append(resample(bandpass(fill_gaps(x), sos), 4))
+    m = [channel_measures(r[2500:7500], f[625:1875], 500.0, 125, wcfg.gate) for r, f in zip((ppg, ecg), out)]
+    return judge(m[0], m[1], wcfg.gate)["fails"], m
+
+
+def test_clean_window_passes_every_criterion(wcfg):
+    fails, m = _window(wcfg, *clean_case(20))
+    assert not any(fails.values()), fails
+    assert m[0]["hr"] == pytest.approx(72, abs=2) and m[1]["hr"] == pytest.approx(72, abs=2)
+
+
+@pytest.mark.parametrize("fault,criterion", [
+    ("nan", "missing"), ("flat", "flat"), ("clip", "clipping"), ("huge", "amplitude"),
+    ("tiny", "amplitude"), ("slow_hr", "heart_rate"), ("disagree", "hr_disagreement"),
+])
+def test_each_criterion_rejects_its_fault(wcfg, fault, criterion):
+    ppg, ecg = clean_case(20)
+    seg = slice(5000, 7000)
+    if fault == "nan":
+        ecg[seg] = np.nan
+    elif fault == "flat":
+        ppg[seg] = ppg[seg.start]
+    elif fault == "clip":
+        hi = np.percentile(ppg[2500:7500], 60)
+        ppg[2500:7500] = np.minimum(ppg[2500:7500], hi)
+    elif fault == "huge":
+        ecg *= 50
+    elif fault == "tiny":
+        ppg = 40 + (ppg - 40) * 0.01
+    elif fault == "slow_hr":
+        ppg, ecg = clean_case(20, hr=20.0)
+    elif fault == "disagree":
+        ppg, _ = clean_case(20, hr=100.0)
+    fails, _ = _window(wcfg, ppg, ecg)
+    assert fails[criterion], (fault, fails)
+
+
+def test_gate_precision_and_recall_on_demo_faults(tmp_path, demo_cfg, wcfg):
+    """Against the generator's fault map: keep >= 95% of clean windows, reject >= 95% of faulted ones."""
+    cfg = replace(demo_cfg, n_cases=24, n_subjects=24, duration_s=(240, 360))
+    generate_demo(cfg, tmp_path, progress=False)
+    faults = load_faults(tmp_path)
+    total = {"faulted": 0, "faulted_rejected": 0, "clean": 0, "clean_kept": 0, "borderline": 0}
+    kinds = set()
+    for caseid in demo_caseids(cfg):
+        res = process_case(tmp_path / f"{caseid}.vital", caseid, 0, wcfg)
+        assert res.error is None
+        for k, v in score_against_faults(res.starts_s, res.kept, faults.get(caseid, []), wcfg.window_s).items():
+            total[k] += v
+        kinds |= {f.kind for f in faults.get(caseid, [])}
+    assert kinds >= {"nan_gap", "flat", "clipping", "motion", "electrocautery", "baseline_wander"}
+    assert total["faulted"] >= 40 and total["clean"] >= 300
+    assert total["faulted_rejected"] / total["faulted"] >= 0.95, total
+    assert total["clean_kept"] / total["clean"] >= 0.95, total
+
+
+def test_score_against_faults_counts_by_overlap():
+    from vitalssl.demo import Fault
+    faults = [Fault(1, "flat", "PPG", 12.0, 15.0, True), Fault(1, "mains_hum", "ECG", 0.0, 100.0, False),
+              Fault(1, "motion", "PPG", 29.8, 31.0, True)]
+    s = score_against_faults(np.array([0.0, 10.0, 20.0, 30.0]), np.array([True, False, True, True]), faults, 10.0)
+    # window 0: only correctable hum -> clean; 10: flat 3 s -> faulted; 20: motion grazes 0.2 s -> borderline
+    assert s == {"faulted": 2, "faulted_rejected": 1, "clean": 1, "clean_kept": 1, "borderline": 1}
+
+
+def test_mains_hum_is_filtered_out_of_kept_windows(tmp_path, wcfg):
+    """A 60 Hz hum loses over 90% of its RMS on the way into the kept (z-scored) ECG windows."""
+    from conftest import write_case
+    ppg, ecg = clean_case(60)
+    t = np.arange(len(ecg)) / 500.0
+    write_case(tmp_path / "1.vital", 1, ppg, ecg, 60)
+    write_case(tmp_path / "2.vital", 2, ppg, ecg + 0.2 * np.sin(2 * np.pi * 60 * t), 60)
+    clean = process_case(tmp_path / "1.vital", 1, 0, wcfg)
+    hum = process_case(tmp_path / "2.vital", 2, 0, wcfg)
+    assert len(clean.windows) == len(hum.windows) == 6
+    residual = np.sqrt(np.mean((hum.windows[:, 1] - clean.windows[:, 1]) ** 2))
+    hum_z = 0.2 / np.sqrt(2) / np.std(ecg)  # the hum's RMS in z units, had nothing filtered it
+    assert residual < 0.1 * hum_z

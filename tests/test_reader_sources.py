@@ -1,0 +1,144 @@
+"""Reading .vital files at the native rate, the three case sources, and each bad input."""
+
+import gzip
+
+import numpy as np
+import pytest
+import vitaldb
+
+from conftest import clean_case, write_case
+from vitalssl.config import DataConfig
+from vitalssl.reader import CaseError, read_case
+from vitalssl.sources import LocalSource, VitalDBSource, case_set_ids, make_source
+from vitalssl.windows import build_split
+
+TRACKS = dict(ppg_track="SNUADC/PLETH", ecg_track="SNUADC/ECG_II",
+              label_tracks={"hr": "Solar8000/HR", "spo2": "Solar8000/PLETH_SPO2"}, native_srate=500.0)
+
+
+def test_read_case_returns_native_samples_exactly(tmp_path):
+    ppg, ecg = clean_case(30)
+    write_case(tmp_path / "5.vital", 5, ppg, ecg, 30)
+    sig = read_case(tmp_path / "5.vital", 5, **TRACKS)
+    assert sig.srate == 500.0 and len(sig.ppg) == len(sig.ecg) == 15000
+    np.testing.assert_allclose(sig.ppg, ppg.astype(np.float32), rtol=0, atol=0)
+    np.testing.assert_allclose(sig.ecg, ecg.astype(np.float32), rtol=0, atol=0)
+    assert np.nanmean(sig.labels["hr"]) == 72.0 and np.nanmean(sig.labels["spo2"]) == 98.0
+
+
+def test_gaps_come_back_as_nan(tmp_path):
+    ppg, ecg = clean_case(30)
+    ppg[5000:6000] = np.nan
+    write_case(tmp_path / "6.vital", 6, ppg, ecg, 30)
+    sig = read_case(tmp_path / "6.vital", 6, **TRACKS)
+    assert np.isnan(sig.ppg[5000:6000]).all() and np.isfinite(sig.ppg[:5000]).all()
+    assert np.isfinite(sig.ecg).all()
+
+
+@pytest.mark.parametrize("bad,reason", [
+    ("missing_ppg", "missing_track"), ("all_nan", "all_nan"), ("wrong_srate", "wrong_srate"),
+    ("corrupt", "unreadable"), ("truncated", "unreadable"), ("absent", "unknown_case"),
+])
+def test_bad_inputs_raise_case_error_with_reason(tmp_path, bad, reason):
+    path = tmp_path / "9.vital"
+    ppg, ecg = clean_case(30)
+    if bad == "missing_ppg":
+        write_case(path, 9, None, ecg, 30)
+    elif bad == "all_nan":
+        write_case(path, 9, np.full_like(ppg, np.nan), ecg, 30)
+        # an all-NaN waveform has no records at all: add one NaN-only record so the track exists
+        vf = vitaldb.VitalFile(str(path))
+        vf.add_track("SNUADC/PLETH", [{"dt": vf.dtstart, "val": np.full(100, np.nan, np.float32)}], srate=500)
+        vf.to_vital(str(path))
+    elif bad == "wrong_srate":
+        write_case(path, 9, ppg[::2], ecg[::2], 30, srate=250.0)
+    elif bad == "corrupt":
+        path.write_bytes(b"this is not a vital file" * 100)
+    elif bad == "truncated":
+        write_case(path, 9, ppg, ecg, 30)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 3])
+    with pytest.raises(CaseError) as e:
+        read_case(path, 9, **TRACKS)
+    assert e.value.reason == reason and e.value.caseid == 9 and "case 9" in str(e.value)
+
+
+def test_corrupt_gzip_payload_is_unreadable(tmp_path):
+    path = tmp_path / "3.vital"
+    path.write_bytes(gzip.compress(b"VITA" + b"\x00" * 7))
+    with pytest.raises(CaseError) as e:
+        read_case(path, 3, **TRACKS)
+    assert e.value.reason == "unreadable"
+
+
+def _data_cfg(tmp_path, source, **kw):
+    d = dict(source=source, local_dir=str(tmp_path / "local"), clinical_csv=None,
+             cache_dir=str(tmp_path / "cache"), download_retries=0, demo_dir=str(tmp_path / "demo"))
+    d.update(kw)
+    return DataConfig(**d)
+
+
+def test_local_source_lists_cases_and_subjects(tmp_path):
+    (tmp_path / "local").mkdir()
+    for c in (1, 2, 7):
+        write_case(tmp_path / "local" / f"{c}.vital", c, *clean_case(20), 20)
+    (tmp_path / "local" / "notes.vital").write_text("ignored: not a case id")
+    csvp = tmp_path / "clinical.csv"
+    csvp.write_text("caseid,subjectid,age\n1,100,50\n2,100,51\n7,200,60\n")
+    src = make_source(_data_cfg(tmp_path, "local", clinical_csv=str(csvp)))
+    assert isinstance(src, LocalSource) and src.name == "local"
+    assert src.available() == [1, 2, 7]
+    assert src.subjects() == {1: "100", 2: "100", 7: "200"}
+    assert src.case_path(7) == tmp_path / "local" / "7.vital"
+
+
+def test_local_source_missing_dir_names_param(tmp_path):
+    with pytest.raises(FileNotFoundError, match="data.local_dir"):
+        make_source(_data_cfg(tmp_path, "local"))
+
+
+def test_vitaldb_source_uses_cache_and_reports_failed_download(tmp_path, monkeypatch, wcfg):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    write_case(cache / "1.vital", 1, *clean_case(40), 40)
+    (cache / "clinical.csv").write_text("caseid,subjectid\n1,11\n2,12\n")
+    calls = []
+    real = vitaldb.VitalFile
+
+    def offline(ipath, *a, **k):  # a case id goes to the API, which fails as it does without a network
+        if isinstance(ipath, str):
+            return real(ipath, *a, **k)
+        calls.append(ipath)
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(vitaldb, "VitalFile", offline)
+    src = make_source(_data_cfg(tmp_path, "vitaldb"), case_set_ids("bis"))
+    assert isinstance(src, VitalDBSource)
+    assert src.subjects() == {1: "11", 2: "12"}
+    assert len(src.available()) == len(vitaldb.caseids_bis)
+    assert src.case_path(1) == cache / "1.vital" and calls == []  # cached: no download
+    with pytest.raises(CaseError) as e:
+        src.case_path(2)
+    assert e.value.reason == "download_failed" and calls == [2]
+    report = build_split(src, [(1, "11"), (2, "12")], wcfg, tmp_path / "w", "train", progress=False)
+    assert report["cases_read"] == 1 and report["cases_failed_by_reason"] == {"download_failed": 1}
+    assert report["failed_cases"][0]["caseid"] == 2 and "network unreachable" in report["failed_cases"][0]["detail"]
+    assert np.load(tmp_path / "w" / "train_windows.npy", mmap_mode="r").shape == (4, 2, 1250)
+
+
+def test_vitaldb_source_downloads_into_cache(tmp_path, monkeypatch):
+    ppg, ecg = clean_case(20)
+    write_case(tmp_path / "src.vital", 4, ppg, ecg, 20)
+    real = vitaldb.VitalFile
+    monkeypatch.setattr(vitaldb, "VitalFile", lambda caseid: real(str(tmp_path / "src.vital")))
+    src = VitalDBSource(tmp_path / "cache", 1, None)
+    path = src.case_path(4)
+    assert path == tmp_path / "cache" / "4.vital" and not list((tmp_path / "cache").glob("*.tmp"))
+    np.testing.assert_array_equal(real(str(path)).get_track_samples("SNUADC/PLETH", 1 / 500),
+                                  real(str(tmp_path / "src.vital")).get_track_samples("SNUADC/PLETH", 1 / 500))
+
+
+def test_unknown_case_set_is_refused():
+    with pytest.raises(ValueError, match="splits.case_set"):
+        case_set_ids("nosuchset")
+    assert case_set_ids("all") is None and len(case_set_ids("bis")) == 5523

@@ -1,0 +1,165 @@
+"""Splits (subject-disjoint, deterministic) and window files (format, memory-map, bad cases, atomicity)."""
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from conftest import clean_case, write_case
+from vitalssl.config import ConfigError, DataConfig, SplitConfig, replace
+from vitalssl.pipeline import run_build_windows, run_demo, run_prepare_splits
+from vitalssl.sources import LocalSource
+from vitalssl.splits import select_cases, split_cases, splits_document
+from vitalssl.windows import build_split
+
+
+def _scfg(**kw):
+    d = dict(mode="full", case_set="all", fasttrack_cases=70, train=0.7, val=0.15, test=0.15, seed=42)
+    d.update(kw)
+    return SplitConfig(**d)
+
+
+def test_splits_are_subject_disjoint_and_follow_ratios():
+    cases = list(range(1, 201))
+    subj = {c: str(c // 3) for c in cases}  # 3 cases per subject
+    out = split_cases(cases, subj, _scfg())
+    seen = {}
+    for s in ("train", "val", "test"):
+        for c in out[s]["caseids"]:
+            assert seen.setdefault(subj[c], s) == s, f"subject {subj[c]} in two splits"
+    n = {s: len(out[s]["caseids"]) for s in ("train", "val", "test")}
+    assert sum(n.values()) == 200 and abs(n["train"] - 140) <= 3 and abs(n["val"] - 30) <= 3
+    assert out["case_level_cases"] == []
+
+
+def test_cases_without_subject_fall_back_to_case_level():
+    out = split_cases(list(range(1, 21)), {1: "a", 2: "a"}, _scfg())
+    assert sorted(out["case_level_cases"]) == list(range(3, 21))
+    doc, _ = splits_document(list(range(1, 21)), {1: "a", 2: "a"}, _scfg(), "local")
+    assert doc["provenance"]["subject_level"] is False and doc["provenance"]["case_level_fallback"] == 18
+
+
+def test_empty_split_fails_naming_it():
+    with pytest.raises(ValueError, match="split 'val' is empty"):
+        split_cases([1, 2], None, _scfg())
+
+
+def test_fasttrack_selects_fixed_number_within_case_set():
+    avail = list(range(1, 500))
+    case_set = set(range(1, 500, 2))
+    sel = select_cases(avail, case_set, _scfg(mode="fasttrack"))
+    assert len(sel) == 70 and set(sel) <= case_set and sel == select_cases(avail, case_set, _scfg(mode="fasttrack"))
+    with pytest.raises(ValueError, match="fasttrack needs 70"):
+        select_cases(list(range(1, 20)), None, _scfg(mode="fasttrack"))
+
+
+def test_split_config_rejects_bad_ratios():
+    with pytest.raises(ConfigError, match="sum to 1"):
+        _scfg(train=0.8)
+    with pytest.raises(ConfigError, match="splits.mode"):
+        _scfg(mode="fast")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory, params):
+    """The demo -> prepare-splits -> build-windows path on a small demo."""
+    from vitalssl.config import DemoConfig, WindowConfig, from_dict
+    root = tmp_path_factory.mktemp("demo_run")
+    dcfg = replace(from_dict(DemoConfig, params["demo"], "demo"), n_cases=12, n_subjects=9, duration_s=(120, 180))
+    data = DataConfig(source="demo", demo_dir=str(root / "demo"), local_dir="", clinical_csv=None, cache_dir="",
+                      download_retries=0)
+    run_demo(dcfg, root / "demo", progress=False)
+    scfg = _scfg(mode="fasttrack", fasttrack_cases=12, case_set="bis", train=0.5, val=0.25, test=0.25)
+    run_prepare_splits(data, scfg, root / "splits.json")
+    w = dict(params["windows"])
+    wcfg = from_dict(WindowConfig, w, "windows")
+    report = run_build_windows(data, wcfg, root / "splits.json", "train", root / "win", root / "m.json",
+                               progress=False)
+    return root, data, scfg, wcfg, report
+
+
+def test_prepare_splits_is_byte_identical_and_subject_disjoint(demo_run, tmp_path):
+    root, data, scfg, _, _ = demo_run
+    run_prepare_splits(data, scfg, tmp_path / "again.json")
+    assert (root / "splits.json").read_bytes() == (tmp_path / "again.json").read_bytes()
+    doc = json.loads((root / "splits.json").read_text())
+    subj = [set(doc[s]["subjects"]) for s in ("train", "val", "test")]
+    assert not (subj[0] & subj[1] or subj[0] & subj[2] or subj[1] & subj[2])
+    assert doc["provenance"]["counts"]["train"] == len(doc["train"]["caseids"]) > 0
+    assert doc["provenance"]["source"] == "demo" and doc["provenance"]["subject_level"] is True
+
+
+def test_window_file_format_and_memory_map(demo_run):
+    root, _, _, wcfg, report = demo_run
+    x = np.load(root / "win" / "train_windows.npy", mmap_mode="r")
+    assert isinstance(x, np.memmap) and x.dtype == np.float32 and x.shape[1:] == (2, 1250)
+    assert x.shape[0] == report["windows_kept"] > 0
+    assert report["windows_kept"] + report["windows_rejected"] == report["windows_total"]
+    sample = np.asarray(x[: min(len(x), 50)])
+    np.testing.assert_allclose(sample.mean(-1), 0, atol=1e-4)
+    np.testing.assert_allclose(sample.std(-1), 1, atol=1e-3)
+    meta = (root / "win" / "train_windows.meta.csv").read_text().splitlines()
+    assert len(meta) == len(x) + 1 and meta[0].startswith("caseid,subjectid,start_s")
+    header = meta[0].split(",")
+    row = dict(zip(header, meta[1].split(",")))
+    assert float(row["label_hr"]) > 30 and 0 <= float(row["label_bis"]) <= 100 and row["subjectid"]
+    info = json.loads((root / "win" / "train_windows.json").read_text())
+    assert info["channels"] == ["PPG", "ECG"] and info["count"] == len(x)
+    assert "gate_vs_demo_faults" in report and json.loads((root / "m.json").read_text())["windows_kept"] == len(x)
+
+
+def test_build_windows_is_deterministic(demo_run, tmp_path):
+    root, data, _, wcfg, _ = demo_run
+    run_build_windows(data, replace(wcfg, num_workers=2), root / "splits.json", "train", tmp_path, None,
+                      progress=False)
+    for name in ("train_windows.npy", "train_windows.meta.csv", "train_windows.json"):
+        a = hashlib.sha256((root / "win" / name).read_bytes()).hexdigest()
+        b = hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+        if name.endswith(".json"):
+            continue  # records num_workers, which differs here
+        assert a == b, name
+
+
+def test_bad_cases_are_reported_and_skipped(tmp_path, wcfg):
+    d = tmp_path / "local"
+    d.mkdir()
+    ppg, ecg = clean_case(40)
+    write_case(d / "1.vital", 1, ppg, ecg, 40)                      # good
+    write_case(d / "2.vital", 2, None, ecg, 40)                     # missing PPG
+    (d / "3.vital").write_bytes(b"garbage")                         # corrupt
+    write_case(d / "4.vital", 4, ppg[::2], ecg[::2], 40, srate=250)  # wrong rate
+    good = (d / "1.vital").read_bytes()
+    (d / "5.vital").write_bytes(good[: len(good) // 2])             # truncated
+    src = LocalSource("local", d, None)
+    cases = [(c, None) for c in (1, 2, 3, 4, 5, 6)]                  # 6: unknown case id
+    report = build_split(src, cases, wcfg, tmp_path / "out", "train", progress=False)
+    assert report["cases_read"] == 1 and report["cases_failed"] == 5
+    assert report["cases_failed_by_reason"] == {"missing_track": 1, "unreadable": 2, "wrong_srate": 1,
+                                                "unknown_case": 1}
+    assert {f["caseid"] for f in report["failed_cases"]} == {2, 3, 4, 5, 6}
+    assert np.load(tmp_path / "out" / "train_windows.npy").shape == (4, 2, 1250)
+
+
+def test_nothing_usable_fails_and_leaves_no_window_file(tmp_path, wcfg):
+    d = tmp_path / "local"
+    d.mkdir()
+    (d / "3.vital").write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="no usable window"):
+        build_split(LocalSource("local", d, None), [(3, None)], wcfg, tmp_path / "out", "val", progress=False)
+    assert not list((tmp_path / "out").iterdir())
+
+
+def test_window_params_are_validated(params):
+    from vitalssl.config import WindowConfig, from_dict
+    w = dict(params["windows"])
+    with pytest.raises(ConfigError, match="windows.target_srate"):
+        from_dict(WindowConfig, {**w, "target_srate": 120}, "windows")
+    with pytest.raises(ConfigError, match="windows.filter.ecg_band"):
+        from_dict(WindowConfig, {**w, "filter": {**w["filter"], "ecg_band": [0.5, 70.0]}}, "windows")
+    with pytest.raises(ConfigError, match="unknown param.*windows.bogus"):
+        from_dict(WindowConfig, {**w, "bogus": 1}, "windows")
+    w2 = dict(w)
+    del w2["gate"]
+    with pytest.raises(ConfigError, match="missing param `windows.gate`"):
+        from_dict(WindowConfig, w2, "windows")

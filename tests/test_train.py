@@ -1,0 +1,274 @@
+"""Pretraining: outputs and checkpoint contents, safety, non-finite stop, resume after a kill, DDP, CLI flags."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, tiny_pretrain_overrides, write_windows
+from vitalssl.checkpoint import CHECKPOINT_KEYS, CheckpointError, load_checkpoint, rebuild_model
+from vitalssl.cli import config_from_args, pretrain_parser, pretrain_vitaldb_ssl
+from vitalssl.masking import make_mask
+from vitalssl.train import NonFiniteLossError, ResumeMismatchError, pretrain
+
+
+def _run(cfg, window_dir, root, **kw):
+    return pretrain(cfg, window_dir, root / "out", root / "work", metrics_path=root / "m.json",
+                    plots_path=root / "h.csv", progress=False, log=lambda s: None, **kw)
+
+
+def test_outputs_checkpoints_and_rebuild(tiny_cfg, window_dir, tmp_path):
+    cfg = tiny_cfg(epochs=4, save_interval=2)
+    res = _run(cfg, window_dir, tmp_path)
+    out = tmp_path / "out"
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["best_model.pt", "checkpoint_epoch_2.pt", "checkpoint_epoch_4.pt", "last_model.pt",
+                     "loss_curves.png", "training_config.json", "training_history.json"]
+    assert not (tmp_path / "work").exists()  # resumable state is cleared once the outputs are published
+    ckpt = load_checkpoint(out / "last_model.pt")
+    assert set(CHECKPOINT_KEYS) <= set(ckpt) and ckpt["epoch"] == 3
+    assert ckpt["config"]["mask_ratio"] == 0.4 and ckpt["model_config"]["d_model"] == 16
+    assert ckpt["best_val_loss"] == pytest.approx(min(h["val_loss"] for h in res["history"]))
+    assert load_checkpoint(out / "checkpoint_epoch_2.pt")["epoch"] == 1
+    # the file alone rebuilds the model, with the trained weights
+    model = rebuild_model(ckpt).eval()
+    x = torch.from_numpy(np.load(window_dir / "val_windows.npy")[:4])
+    m = make_mask("random", 4, 10, 0.4, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model(x, m), res["model"].eval()(x, m))
+    # the encoder weights load into a plain TinyTimeMixerModel for fine-tuning
+    from tsfm_public.models.tinytimemixer import TinyTimeMixerConfig, TinyTimeMixerModel
+    enc = TinyTimeMixerModel(TinyTimeMixerConfig(**ckpt["config"]["ttm_config"]))
+    enc.load_state_dict(ckpt["encoder_state_dict"])
+    hist = json.loads((out / "training_history.json").read_text())
+    assert [h["epoch"] for h in hist["epochs"]] == [1, 2, 3, 4]
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["best"]["val_loss"] == pytest.approx(ckpt["best_val_loss"])
+    csv_lines = (tmp_path / "h.csv").read_text().splitlines()
+    assert csv_lines[0] == "epoch,lr,train_loss,train_msm,train_stft,val_loss,val_msm,val_stft" and len(csv_lines) == 5
+    assert json.loads((out / "training_config.json").read_text())["train_windows"] == 96
+
+
+def test_training_learns_beyond_zero_fill(tiny_cfg, tmp_path):
+    d = tmp_path / "windows"
+    write_windows(d, "train", 256, seed=1)
+    write_windows(d, "val", 32, seed=2)
+    cfg = tiny_cfg(epochs=20, lr=3e-3, warmup_epochs=1, model={"d_model": 32})
+    res = _run(cfg, d, tmp_path)
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["zero_fill_val_msm"] == pytest.approx(1.0, abs=0.1)
+    assert metrics["best"]["val_msm"] < 0.8 * metrics["zero_fill_val_msm"]
+    assert res["history"][-1]["train_loss"] < res["history"][0]["train_loss"]
+
+
+def test_checkpoint_needing_pickled_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    torch.save({"epoch": 1, "payload": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="refusing to load"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not marker.exists()
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tiny_cfg, window_dir, tmp_path, monkeypatch):
+    import vitalssl.train as train_mod
+    real = train_mod.msm_objective
+    calls = {"n": 0}
+    steps_per_epoch = 6  # 96 windows / 16
+
+    def poisoned(recon, *a, **k):
+        out = real(recon, *a, **k)
+        if recon.requires_grad:
+            calls["n"] += 1
+            if calls["n"] == steps_per_epoch + 3:  # epoch 2, batch 3
+                out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(train_mod, "msm_objective", poisoned)
+    with pytest.raises(NonFiniteLossError, match="epoch 2, batch 3"):
+        _run(tiny_cfg(epochs=3), window_dir, tmp_path)
+    assert not (tmp_path / "out").exists()  # nothing looks complete
+    last = load_checkpoint(tmp_path / "work" / "last_model.pt")
+    assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["encoder_state_dict"].values())
+
+
+def _write_params(directory: Path, **over):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for k, v in tiny_pretrain_overrides(**over).items():
+        if isinstance(v, dict):
+            params[k].update(v)
+        else:
+            params[k] = v
+    (directory / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def _stage(cwd: Path, window_dir: Path):
+    cmd = [sys.executable, str(ROOT / "stages" / "pretrain.py"), "--data-dir", str(window_dir),
+           "--output-dir", "out", "--work-dir", "work", "--metrics", "m.json", "--plots", "h.csv"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def _strip_time(history):
+    return [{k: v for k, v in h.items() if k != "time_s"} for h in history]
+
+
+def test_resume_after_kill_matches_uninterrupted_run(window_dir, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        _write_params(d, epochs=8, save_interval=3)
+    ref = _stage(a, window_dir)
+    killed = _stage(b, window_dir)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # kill once an epoch >= 2 has completed, i.e. inside a later epoch
+        st = b / "work" / "state.pt"
+        if st.exists():
+            try:
+                if load_checkpoint(st)["epoch"] >= 1:
+                    break
+            except Exception:  # replaced while being read; look again
+                pass
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    assert killed.returncode == -signal.SIGKILL
+    done_before = load_checkpoint(b / "work" / "state.pt")["epoch"]
+    assert done_before < 7 and not (b / "out").exists()
+    resumed = _stage(b, window_dir)
+    log = resumed.communicate(timeout=300)[0]
+    assert resumed.returncode == 0, log
+    assert f"Resuming from work/state.pt after epoch {done_before + 1}/8" in log
+    assert ref.wait(timeout=300) == 0
+    ha = json.loads((a / "out" / "training_history.json").read_text())["epochs"]
+    hb = json.loads((b / "out" / "training_history.json").read_text())["epochs"]
+    assert _strip_time(ha) == _strip_time(hb)
+    for name in ("last_model.pt", "best_model.pt", "checkpoint_epoch_3.pt", "checkpoint_epoch_6.pt"):
+        ca, cb = load_checkpoint(a / "out" / name), load_checkpoint(b / "out" / name)
+        for k in ca["encoder_state_dict"]:
+            assert torch.equal(ca["encoder_state_dict"][k], cb["encoder_state_dict"][k]), (name, k)
+        for k in ca["decoder_state_dict"]:
+            assert torch.equal(ca["decoder_state_dict"][k], cb["decoder_state_dict"][k]), (name, k)
+    assert (a / "h.csv").read_text() == (b / "h.csv").read_text()
+
+
+def test_resume_state_is_refused_on_mismatch(tiny_cfg, window_dir, tmp_path, monkeypatch):
+    import vitalssl.train as train_mod
+    real = train_mod.msm_objective
+    calls = {"n": 0}
+
+    def stop_in_epoch_2(recon, *a, **k):
+        calls["n"] += 1
+        if recon.requires_grad and calls["n"] > 9:
+            raise KeyboardInterrupt
+        return real(recon, *a, **k)
+
+    monkeypatch.setattr(train_mod, "msm_objective", stop_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        _run(tiny_cfg(), window_dir, tmp_path)
+    monkeypatch.setattr(train_mod, "msm_objective", real)
+    assert (tmp_path / "work" / "state.pt").exists()
+    with pytest.raises(ResumeMismatchError, match="differs in: config"):
+        _run(tiny_cfg(mask_ratio=0.6), window_dir, tmp_path, resume="require")
+    logs = []
+    pretrain(tiny_cfg(mask_ratio=0.6), window_dir, tmp_path / "out", tmp_path / "work", progress=False,
+             log=logs.append, resume="auto")
+    assert any("not resuming, starting fresh" in s for s in logs)
+
+
+def _ddp_worker(rank, world, store, cfg, window_dir, root):
+    import torch.distributed as dist
+    os.environ["LOCAL_RANK"] = str(rank)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        res = pretrain(cfg, window_dir, root / "out", root / "work", metrics_path=root / "m.json",
+                       progress=False, log=lambda s: None)
+        torch.save({k: v.detach().clone() for k, v in res["model"].state_dict().items()}, root / f"rank{rank}.pt")
+        torch.save(res["history"], root / f"hist{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_two_processes_agree_with_each_other_and_single_process(tiny_cfg, window_dir, tmp_path):
+    import torch.multiprocessing as mp
+    cfg = tiny_cfg(epochs=4, batch_size=16)
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    ddp.mkdir()
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "store"), cfg, window_dir, ddp), nprocs=2, join=True)
+    w0, w1 = torch.load(ddp / "rank0.pt"), torch.load(ddp / "rank1.pt")
+    assert w0.keys() == w1.keys() and all(torch.equal(w0[k], w1[k]) for k in w0)
+    h0, h1 = torch.load(ddp / "hist0.pt"), torch.load(ddp / "hist1.pt")
+    assert _strip_time(h0) == _strip_time(h1)
+    assert (ddp / "out" / "best_model.pt").exists() and json.loads((ddp / "m.json").read_text())["train_windows"] == 96
+    res = _run(cfg, window_dir, single)
+    a, b = h0[-1]["val_loss"], res["history"][-1]["val_loss"]
+    assert abs(a - b) / b < 0.05, (a, b)
+
+
+# --------------------------------------------------------------------------- the guide's command line
+
+def test_every_guide_flag_maps_onto_the_config():
+    argv = ["--config", str(ROOT / "params.yaml"), "--data-dir", "d", "--output-dir", "o", "--channels", "ECG",
+            "--train-file", "t.npy", "--val-file", "v.npy", "--mask-ratio", "0.6", "--mask-type", "block",
+            "--epochs", "7", "--batch-size", "32", "--lr", "1e-3", "--weight-decay", "0.05", "--warmup-epochs", "2",
+            "--context-length", "1000", "--patch-size", "100", "--device", "cpu", "--num-workers", "2", "--no-amp",
+            "--gradient-clip", "0.5", "--stft-weight", "0.1", "--log-interval", "5", "--save-interval", "3",
+            "--fast", "--seed", "1"]
+    cfg = config_from_args(pretrain_parser().parse_args(argv))
+    assert (cfg.channels, cfg.train_file, cfg.val_file, cfg.mask_ratio, cfg.mask_type, cfg.epochs) == \
+        (("ECG",), "t.npy", "v.npy", 0.6, "block", 7)
+    assert (cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup_epochs, cfg.device, cfg.num_workers) == \
+        (32, 1e-3, 0.05, 2, "cpu", 2)
+    assert (cfg.amp, cfg.gradient_clip, cfg.stft_weight, cfg.log_interval, cfg.save_interval, cfg.fast, cfg.seed) == \
+        (False, 0.5, 0.1, 5, 3, True, 1)
+    assert (cfg.model.context_length, cfg.model.patch_length, cfg.model.num_input_channels) == (1000, 100, 1)
+
+
+@pytest.mark.parametrize("flags,names", [
+    (["--mask-ratio", "1.5"], "--mask-ratio"), (["--mask-ratio", "0"], "--mask-ratio"),
+    (["--patch-size", "100"], "--patch-size"), (["--channels", "PPG", "ABP"], "--channels"),
+    (["--train-file", "nope.npy"], "--train-file"), (["--epochs", "0"], "--epochs"),
+])
+def test_invalid_flags_fail_before_training_naming_the_flag(flags, names, window_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        pretrain_vitaldb_ssl(["--config", str(ROOT / "params.yaml"), "--data-dir", str(window_dir),
+                              "--output-dir", str(tmp_path / "o"), "--device", "cpu", *flags])
+    assert e.value.code == 2
+    assert names in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_missing_data_dir_names_the_flag(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        pretrain_vitaldb_ssl(["--config", str(ROOT / "params.yaml"), "--data-dir", str(tmp_path / "none")])
+    assert "--data-dir" in capsys.readouterr().err
+
+
+def test_guide_npz_layout_trains_through_the_cli(tmp_path):
+    d = tmp_path / "npz"
+    d.mkdir()
+    for split, n, seed in (("train", 48, 1), ("val", 16, 2)):
+        x = write_windows(tmp_path / "tmp", split, n, seed)
+        np.savez(d / f"{split}_windows.npz", windows=x, channels=np.array(["PPG", "ECG"]))
+    cfg_path = tmp_path / "cfg.yaml"
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["model"].update(d_model=16, num_layers=1)
+    cfg_path.write_text(yaml.safe_dump(params))
+    pretrain_vitaldb_ssl(["--config", str(cfg_path), "--data-dir", str(d), "--output-dir", str(tmp_path / "o"),
+                          "--epochs", "2", "--batch-size", "16", "--warmup-epochs", "1", "--device", "cpu",
+                          "--channels", "ECG", "--train-file", "train_windows.npz", "--val-file", "val_windows.npz"])
+    ckpt = load_checkpoint(tmp_path / "o" / "last_model.pt")
+    assert ckpt["config"]["channels"] == ["ECG"] and ckpt["model_config"]["num_input_channels"] == 1
+    assert json.loads((tmp_path / "o" / "training_config.json").read_text())["train_windows"] == 48
