@@ -15,11 +15,13 @@ def fill_gaps(x: np.ndarray) -> np.ndarray:
     Windows that contain gaps are rejected by the gate; filling only keeps a
     gap's edges from ringing into neighbouring windows.
     """
-    ok = np.isfinite(x)
-    if ok.all():
+    bad = ~np.isfinite(x)
+    if not bad.any():
         return x
-    idx = np.arange(len(x))
-    return np.interp(idx, idx[ok], x[ok])
+    ok = np.flatnonzero(~bad)
+    out = x.copy()
+    out[bad] = np.interp(np.flatnonzero(bad), ok, x[ok])
+    return out
 
 
 def bandpass_sos(kind: str, order: int, band: tuple, fs: float) -> np.ndarray:
@@ -45,16 +47,21 @@ def resample(x: np.ndarray, decimation: int) -> np.ndarray:
     return signal.resample_poly(x, 1, decimation)
 
 
-def detect_beats(x: np.ndarray, fs: float, hr_max: float, rel_prominence: float = 0.35) -> np.ndarray:
+def detect_beats(x: np.ndarray, fs: float, hr_max: float, robust_range: float | None = None,
+                 rel_prominence: float = 0.35) -> np.ndarray:
     """Indices of beat peaks in a band-passed window.
 
     A peak must be at least ``60 / hr_max`` s from the previous one and stand out
-    by ``rel_prominence`` of the window's robust range (1st-99th percentile).
+    by ``rel_prominence`` of the window's robust range (1st-99th percentile,
+    computed here unless given).
     """
-    lo, hi = np.percentile(x, [1, 99])
-    if hi - lo <= 0:
+    if robust_range is None:
+        lo, hi = np.percentile(x, [1, 99])
+        robust_range = hi - lo
+    if robust_range <= 0:
         return np.zeros(0, dtype=np.int64)
-    peaks, _ = signal.find_peaks(x, distance=max(1, int(fs * 60.0 / hr_max)), prominence=rel_prominence * (hi - lo))
+    peaks, _ = signal.find_peaks(x, distance=max(1, int(fs * 60.0 / hr_max)),
+                                 prominence=rel_prominence * robust_range)
     return peaks
 
 

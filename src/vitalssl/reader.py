@@ -7,7 +7,6 @@ resampling is left to :mod:`vitalssl.dsp`.
 
 from __future__ import annotations
 
-import gzip
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,13 +38,21 @@ def _check_gzip_stream(path: Path, caseid: int) -> None:
     ``vitaldb``'s parser stops quietly at a truncated stream and returns tracks
     with no records, which would pass as a case with no data.
     """
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip container
     try:
-        with gzip.open(path, "rb") as f:
-            while f.read(1 << 22):
-                pass
-    except (EOFError, OSError, zlib.error) as e:
-        raise CaseError(caseid, "unreadable", f"{path.name} is not a complete gzip stream "
-                        f"(truncated or corrupt .vital file): {e}") from e
+        with open(path, "rb") as f:
+            while not d.eof:
+                chunk = f.read(1 << 22)
+                if not chunk:
+                    break
+                d.decompress(chunk, 1 << 20)
+                while d.unconsumed_tail:  # bounded output: memory stays flat
+                    d.decompress(d.unconsumed_tail, 1 << 20)
+    except zlib.error as e:
+        raise CaseError(caseid, "unreadable", f"{path.name} is not a valid gzip stream (corrupt .vital file): "
+                        f"{e}") from e
+    if not d.eof:
+        raise CaseError(caseid, "unreadable", f"{path.name} ends before its gzip stream does (truncated .vital file)")
 
 
 def read_case(path: Path, caseid: int, ppg_track: str, ecg_track: str, label_tracks: dict,

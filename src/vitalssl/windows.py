@@ -23,14 +23,14 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
 
 from .config import WindowConfig, to_dict
 from .dsp import bandpass, bandpass_sos, fill_gaps, resample
-from .quality import CHANNEL_MEASURES, CRITERIA, channel_measures, judge
+from .quality import CHANNEL_MEASURES, CRITERIA, case_measures, judge
 from .reader import CaseError, read_case
 
 CHANNELS = ("PPG", "ECG")
@@ -87,23 +87,21 @@ def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseW
         filt.append(resample(bandpass(fill_gaps(x), sos), dec))
     n = min(len(filt[0]), len(filt[1]), len(raw[0]) // dec)
     starts = window_starts(n, L, cfg.stride_len)
-    fails = {c: np.zeros(len(starts), bool) for c in CRITERIA}
+    m = [case_measures(raw[c][: n * dec], filt[c][:n], starts, L, dec, cfg.native_srate, fs, cfg.gate)
+         for c in range(2)]
+    verdict = judge(m[0], m[1], cfg.gate)
+    fails = verdict["fails"]
+    kept = ~np.any(np.stack([fails[c] for c in CRITERIA]), axis=0)
     kept_w, meta = [], []
-    for i, s in enumerate(starts):
-        a, b = s * dec, (s + L) * dec
-        m = [channel_measures(raw[c][a:b], filt[c][s:s + L], cfg.native_srate, fs, cfg.gate) for c in range(2)]
-        verdict = judge(m[0], m[1], cfg.gate)
-        for c, bad in verdict["fails"].items():
-            fails[c][i] = bad
-        if any(verdict["fails"].values()):
-            continue
+    for i in np.flatnonzero(kept):
+        s = starts[i]
         w = np.stack([filt[0][s:s + L], filt[1][s:s + L]])
         kept_w.append(zscore(w).astype(np.float32))
         row = {"caseid": caseid, "subjectid": subjectid, "start_s": s / fs}
         for ch, mc in zip(CHANNELS, m):
             for k in CHANNEL_MEASURES:
-                row[f"{ch.lower()}_{k}"] = mc[k]
-        row["hr_diff"] = verdict["hr_diff"]
+                row[f"{ch.lower()}_{k}"] = mc[k][i]
+        row["hr_diff"] = verdict["hr_diff"][i]
         t0, t1 = int(s // fs), int(math.ceil((s + L) / fs))
         for k in labels:
             seg = sig.labels[k][t0:t1]
@@ -201,7 +199,10 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
     jobs = [(source, int(c), s, cfg) for c, s in cases]
     try:
         if cfg.num_workers > 1 and len(jobs) > 1:
-            pool = get_context("spawn").Pool(min(cfg.num_workers, len(jobs)))
+            # fork where there is one: this process holds no torch or CUDA state, and spawn would
+            # re-import scipy, pandas and vitaldb in every worker (seconds per run)
+            pool = get_context("fork" if "fork" in get_all_start_methods() else "spawn").Pool(
+                min(cfg.num_workers, len(jobs)))
             results = pool.imap(_work, jobs, chunksize=1)
         else:
             pool, results = None, map(_work, jobs)
