@@ -12,15 +12,8 @@ from pathlib import Path
 
 import yaml
 
-from .config import ConfigError, from_dict, pretrain_config
+from .config import ConfigError, _merge, from_dict, pretrain_config
 from .params import data_config, load_params, section, split_config
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
 
 
 def _yaml_file(path: str, flag: str) -> dict:

@@ -1,0 +1,110 @@
+"""The user's DVC commands, end to end, in a throwaway git repo with a small demo."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None,
+                                reason="needs the dvc and git executables")
+
+
+def sh(cwd, *cmd, check=True):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    if check and r.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}")
+    return r.stdout + r.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dvcrepo")
+    for item in ("dvc.yaml", "params.yaml", "stages", "src", ".gitignore"):
+        src = ROOT / item
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / item,
+                                                            **({"ignore": shutil.ignore_patterns("__pycache__")}
+                                                               if src.is_dir() else {}))
+    p = yaml.safe_load((root / "params.yaml").read_text())
+    p["demo"].update(n_cases=10, n_subjects=10, duration_s=[120, 150])
+    p["splits"].update(fasttrack_cases=10, train=0.6, val=0.2, test=0.2)
+    p["windows"]["num_workers"] = 1
+    p.update(epochs=30, batch_size=32, warmup_epochs=1, save_interval=10)
+    p["model"].update(d_model=16, num_layers=1)
+    (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    sh(root, "git", "init", "-q")
+    sh(root, "git", "config", "user.email", "t@example.invalid")
+    sh(root, "git", "config", "user.name", "t")
+    sh(root, "dvc", "init", "-q")
+    sh(root, "dvc", "config", "core.analytics", "false")
+    sh(root, "git", "add", "-A")
+    sh(root, "git", "commit", "-qm", "init")
+    return root
+
+
+def _state_epoch(path: Path):
+    from vitalssl.checkpoint import load_checkpoint
+    try:
+        return load_checkpoint(path)["epoch"]
+    except Exception:  # absent, or replaced while being read
+        return None
+
+
+def test_repro_killed_mid_training_resumes(repo):
+    proc = subprocess.Popen(["dvc", "repro"], cwd=repo, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    state = repo / "artifacts" / ".foundation_model.resume" / "state.pt"
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        e = _state_epoch(state) if state.exists() else None
+        if e is not None and e >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "training finished before it could be interrupted"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = _state_epoch(state)
+    assert done is not None and done < 29
+    out = sh(repo, "dvc", "repro")
+    assert f"Resuming from artifacts/.foundation_model.resume/state.pt after epoch {done + 1}/30" in out
+    hist = json.loads((repo / "artifacts/foundation_model/training_history.json").read_text())["epochs"]
+    assert [h["epoch"] for h in hist] == list(range(1, 31))
+    assert not state.exists()
+    assert "Data and pipelines are up to date" in sh(repo, "dvc", "status")
+
+
+def test_user_commands(repo):
+    if not (repo / "metrics" / "pretrain.json").exists():
+        sh(repo, "dvc", "repro")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "baseline run")
+    base = json.loads((repo / "metrics" / "pretrain.json").read_text())
+    assert base["zero_fill_val_msm"] > 0.5 and "windows_kept" in json.loads(
+        (repo / "metrics" / "windows_train.json").read_text())
+
+    out = sh(repo, "dvc", "exp", "run", "-S", "mask_ratio=0.6")
+    assert "pretrain" in out
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["mask_ratio"] == 0.6
+    ckpt_cfg = json.loads((repo / "artifacts/foundation_model/training_config.json").read_text())
+    assert ckpt_cfg["mask_ratio"] == 0.6
+
+    diff = sh(repo, "dvc", "metrics", "diff", "--json")
+    d = json.loads(diff)
+    assert "metrics/pretrain.json" in d and "best.val_loss" in d["metrics/pretrain.json"]
+
+    shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
+    text = json.dumps(shown)
+    assert "mask_ratio" in text and "0.6" in text and "best" in text
+
+    sh(repo, "dvc", "plots", "diff", "-o", "plots_out")
+    html = (repo / "plots_out" / "index.html").read_text()
+    assert "val_loss" in html and "val_msm" in html
