@@ -237,6 +237,9 @@ def write_vital(path: Path, caseid: int, ppg: np.ndarray, ecg: np.ndarray, numer
             vf.add_track(track, [{"dt": dtstart + float(tt), "val": float(v)} for tt, v in zip(tn, values[key])])
     tmp = path.with_name(path.name + ".tmp")
     vf.to_vital(str(tmp), compresslevel=1)
+    with open(tmp, "r+b") as f:  # gzip header bytes 4-7 hold the write time: zero them so files are reproducible
+        f.seek(4)
+        f.write(b"\x00\x00\x00\x00")
     os.replace(tmp, path)
 
 
