@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Optional
-
-CHANNELS = ("PPG", "ECG")
-
 
 class ConfigError(ValueError):
     """A param is missing, unknown or out of range; the message names it."""
@@ -353,7 +350,7 @@ def replace(cfg, **changes):
 
 
 __all__ = [
-    "CHANNELS", "ConfigError", "from_dict", "to_dict", "DataConfig", "DemoConfig", "SplitConfig",
+    "ConfigError", "from_dict", "to_dict", "DataConfig", "DemoConfig", "SplitConfig",
     "FilterConfig", "GateConfig", "WindowConfig", "ModelConfig", "STFTConfig", "PretrainConfig",
-    "pretrain_config", "replace", "field",
+    "pretrain_config", "replace",
 ]

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from tsfm_public.models.tinytimemixer import TinyTimeMixerConfig, TinyTimeMixerModel
 
-from .config import ModelConfig, to_dict
+from .config import ModelConfig
 from .masking import sample_mask
 
 
@@ -84,7 +84,3 @@ class MaskedTTM(nn.Module):
         x_in, visible = self.hide(x, mask)
         z, loc, scale = self.encode(x_in, visible)
         return self.decode(z, loc, scale)
-
-
-def model_config_dict(cfg: ModelConfig) -> dict:
-    return to_dict(cfg)

@@ -13,9 +13,7 @@ Every epoch reseeds its own randomness (shuffling, masks, dropout) from
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import math
 import os
@@ -36,11 +34,11 @@ from .config import PretrainConfig, to_dict
 from .data import EpochBatchSampler, WindowDataset, resolve_data_file
 from .losses import msm_objective
 from .masking import make_mask
+from .fingerprint import code_fingerprint, data_fingerprint
 from .model import MaskedTTM, ttm_config
+from .outputs import history_csv, plot_history, publish, write_json
 from .schedule import lr_at
 
-HISTORY_COLUMNS = ("epoch", "lr", "train_loss", "train_msm", "train_stft", "val_loss", "val_msm", "val_stft")
-CODE_MODULES = ("config", "data", "losses", "masking", "model", "schedule", "train", "checkpoint")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -79,38 +77,6 @@ def pick_device(name: str, local_rank: int) -> torch.device:
             raise RuntimeError("--device cuda asked for but no CUDA device is available; use --device cpu")
         return torch.device(name if ":" in name else f"cuda:{local_rank}")
     return torch.device("cpu")
-
-
-def _file_fingerprint(path: Path) -> str:
-    h = hashlib.sha256()
-    size = path.stat().st_size
-    h.update(str(size).encode())
-    with open(path, "rb") as f:
-        h.update(f.read(1 << 20))
-        if size > 1 << 20:
-            f.seek(max(size - (1 << 20), 0))
-            h.update(f.read(1 << 20))
-    return h.hexdigest()
-
-
-def data_fingerprint(files: list[Path]) -> str:
-    """Cheap content key of the window files: size plus the first and last MiB of each, and its sidecars."""
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode())
-        h.update(_file_fingerprint(p).encode())
-        for side in (p.with_suffix(".json"), p.with_suffix(".meta.csv")):
-            if side.exists():
-                h.update(_file_fingerprint(side).encode())
-    return h.hexdigest()
-
-
-def code_fingerprint() -> str:
-    h = hashlib.sha256()
-    here = Path(__file__).parent
-    for name in CODE_MODULES:
-        h.update((here / f"{name}.py").read_bytes())
-    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------- one epoch
@@ -230,59 +196,6 @@ def _checkpoint(model, optimizer, cfg, epoch, best_val, metrics, global_step) ->
     }
 
 
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def history_csv(history: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(HISTORY_COLUMNS)
-    for h in history:
-        w.writerow([h["epoch"]] + [f"{h[k]:.6g}" for k in HISTORY_COLUMNS[1:]])
-    return buf.getvalue()
-
-
-def plot_history(history: list[dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ep = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
-    for ax, term in zip(axes[:3], ("loss", "msm", "stft")):
-        ax.plot(ep, [h[f"train_{term}"] for h in history], label="train")
-        ax.plot(ep, [h[f"val_{term}"] for h in history], label="val")
-        ax.set_title(term.upper() if term != "loss" else "total loss")
-        ax.set_xlabel("epoch")
-        ax.legend()
-    axes[3].plot(ep, [h["lr"] for h in history])
-    axes[3].set_title("learning rate")
-    axes[3].set_xlabel("epoch")
-    fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=90)
-    plt.close(fig)
-    os.replace(tmp, path)
-
-
-def _publish(work_dir: Path, output_dir: Path) -> None:
-    """Copy the finished outputs into ``output_dir`` in one rename."""
-    output_dir = Path(output_dir)
-    tmp = output_dir.with_name(output_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for p in sorted(work_dir.iterdir()):
-        if p.name != "state.pt" and p.is_file() and not p.name.endswith(".tmp"):
-            shutil.copy2(p, tmp / p.name)
-    if output_dir.exists():
-        shutil.rmtree(output_dir)
-    os.replace(tmp, output_dir)
-
-
 # --------------------------------------------------------------------------- the run
 
 def pretrain(cfg: PretrainConfig, data_dir: Path, output_dir: Path, work_dir: Path, *,
@@ -372,7 +285,7 @@ def _pretrain(cfg, data_dir, output_dir, work_dir, metrics_path, plots_path, res
         if work_dir.exists():
             shutil.rmtree(work_dir)
         work_dir.mkdir(parents=True)
-        _write_json(work_dir / "training_config.json",
+        write_json(work_dir / "training_config.json",
                     {**to_dict(cfg), "data_dir": str(data_dir), "train_file": train_path.name,
                      "val_file": val_path.name, "world_size": world, "device": str(device),
                      "train_windows": len(train_ds), "val_windows": len(val_ds),
@@ -417,7 +330,7 @@ def _pretrain(cfg, data_dir, output_dir, work_dir, metrics_path, plots_path, res
             if (epoch + 1) % cfg.save_interval == 0:
                 save_atomic(ckpt, work_dir / f"checkpoint_epoch_{epoch + 1}.pt")
             save_atomic(ckpt, work_dir / "last_model.pt")
-            _write_json(work_dir / "training_history.json", {"zero_fill_val_msm": zero_fill, "epochs": history})
+            write_json(work_dir / "training_history.json", {"zero_fill_val_msm": zero_fill, "epochs": history})
             save_atomic({**ckpt, "history": history, "key": key, "key_parts": key_parts}, state_path)
             log(f"Epoch {epoch + 1}/{cfg.epochs} ({entry['time_s']:.1f}s)")
             log(f"  Train - Loss: {tr['loss']:.3f}, MSM: {tr['msm']:.3f}, STFT: {tr['stft']:.3f}")
@@ -429,7 +342,7 @@ def _pretrain(cfg, data_dir, output_dir, work_dir, metrics_path, plots_path, res
 
     if is_main:
         plot_history(history, work_dir / "loss_curves.png")
-        _publish(work_dir, output_dir)
+        publish(work_dir, output_dir)
         best = min(history, key=lambda h: h["val_loss"])
         final = history[-1]
         summary = {
@@ -441,7 +354,7 @@ def _pretrain(cfg, data_dir, output_dir, work_dir, metrics_path, plots_path, res
         }
         if metrics_path is not None:
             Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
-            _write_json(Path(metrics_path), summary)
+            write_json(Path(metrics_path), summary)
         if plots_path is not None:
             Path(plots_path).parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(plots_path).with_name(Path(plots_path).name + ".tmp")
