@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from vitalssl.config import DemoConfig, from_dict, pretrain_config, replace, WindowConfig
-from vitalssl.demo import NUMERIC_TRACKS, write_vital
+from vitalssl.config import DemoConfig, WindowConfig, from_dict, pretrain_config
+from vitalssl.demo import write_vital
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,8 +6,8 @@ import pytest
 from conftest import clean_case
 from vitalssl.config import replace
 from vitalssl.demo import demo_caseids, generate_demo, load_faults
-from vitalssl.dsp import bandpass, bandpass_sos, fill_gaps, longest_run, resample
-from vitalssl.quality import CRITERIA, channel_measures, judge, score_against_faults
+from vitalssl.dsp import bandpass, bandpass_sos, fill_gaps, resample
+from vitalssl.quality import _longest_flat_run, channel_measures, judge, score_against_faults
 from vitalssl.windows import process_case
 
 
@@ -45,10 +45,14 @@ def test_resample_keeps_band_and_rejects_aliases():
     assert len(y) == 2500 and _gain(y) < 0.01
 
 
-def test_fill_gaps_and_longest_run():
+def test_fill_gaps_and_longest_flat_run():
     x = np.array([np.nan, 1.0, np.nan, np.nan, 4.0, np.nan])
     np.testing.assert_allclose(fill_gaps(x), [1, 1, 2, 3, 4, 4])
-    assert longest_run(np.array([0, 1, 1, 0, 1, 1, 1, 0], bool)) == 3 and longest_run(np.zeros(4, bool)) == 0
+    raw = np.array([0, 5, 5, 1, 7, 7, 7, 2, 3, 4, 9, 9], float)
+    # whole signal: the run 7,7,7 is 3 samples; a window starting inside it sees only its own part
+    assert _longest_flat_run(raw, np.array([0]), 12, 0.0).tolist() == [3]
+    assert _longest_flat_run(raw, np.array([5, 7]), 5, 0.0).tolist() == [2, 2]
+    assert _longest_flat_run(np.arange(8.0), np.array([0, 3]), 5, 0.0).tolist() == [0, 0]
 
 
 def _window(wcfg, ppg, ecg):

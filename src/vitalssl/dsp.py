@@ -63,12 +63,3 @@ def detect_beats(x: np.ndarray, fs: float, hr_max: float, robust_range: float | 
     peaks, _ = signal.find_peaks(x, distance=max(1, int(fs * 60.0 / hr_max)),
                                  prominence=rel_prominence * robust_range)
     return peaks
-
-
-def longest_run(mask: np.ndarray) -> int:
-    """Length of the longest run of True in a 1-D bool array."""
-    if not mask.any():
-        return 0
-    d = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
-    starts, ends = np.flatnonzero(d == 1), np.flatnonzero(d == -1)
-    return int((ends - starts).max())

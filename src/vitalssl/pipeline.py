@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 from .config import DataConfig, DemoConfig, SplitConfig, WindowConfig
@@ -55,19 +56,18 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
     truth, faults = None, None
     if data.source == "demo":
         faults = load_faults(Path(data.demo_dir))
-        truth = {"faulted": 0, "faulted_rejected": 0, "clean": 0, "clean_kept": 0, "borderline": 0}
+        truth = Counter()
 
     def on_case(res):
         if truth is not None and res.error is None:
-            for k, v in score_against_faults(res.starts_s, res.kept, faults.get(res.caseid, []),
-                                             cfg.window_s).items():
-                truth[k] += v
+            truth.update(score_against_faults(res.starts_s, res.kept, faults.get(res.caseid, []), cfg.window_s))
 
     report = build_split(source, cases, cfg, Path(out_dir), split, progress=progress, on_case=on_case)
     report["source"] = data.source
     if truth is not None:
-        truth["faulted_rejected_frac"] = truth["faulted_rejected"] / max(truth["faulted"], 1)
-        truth["clean_kept_frac"] = truth["clean_kept"] / max(truth["clean"], 1)
+        truth = dict(truth)
+        truth["faulted_rejected_frac"] = truth.get("faulted_rejected", 0) / max(truth.get("faulted", 0), 1)
+        truth["clean_kept_frac"] = truth.get("clean_kept", 0) / max(truth.get("clean", 0), 1)
         report["gate_vs_demo_faults"] = truth
     print(f"build-windows {split}: {report['cases_read']}/{report['cases_total']} cases read, "
           f"{report['windows_kept']}/{report['windows_total']} windows kept; rejected by criterion "

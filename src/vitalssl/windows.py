@@ -52,7 +52,12 @@ class CaseWindows:
 
     @property
     def kept(self) -> np.ndarray:
-        return ~np.any(np.stack([self.fails[c] for c in CRITERIA]), axis=0) if len(self.starts_s) else np.zeros(0, bool)
+        return kept_mask(self.fails, len(self.starts_s))
+
+
+def kept_mask(fails: dict, n: int) -> np.ndarray:
+    """``[n]`` bool: windows that fail no criterion."""
+    return ~np.any(np.stack([fails[c] for c in CRITERIA]), axis=0) if n else np.zeros(0, bool)
 
 
 def window_starts(n_samples: int, window_len: int, stride_len: int) -> np.ndarray:
@@ -91,7 +96,7 @@ def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseW
          for c in range(2)]
     verdict = judge(m[0], m[1], cfg.gate)
     fails = verdict["fails"]
-    kept = ~np.any(np.stack([fails[c] for c in CRITERIA]), axis=0)
+    kept = kept_mask(fails, len(starts))
     kept_w, meta = [], []
     for i in np.flatnonzero(kept):
         s = starts[i]
