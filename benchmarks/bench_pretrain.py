@@ -34,10 +34,10 @@ def main() -> None:
 
     from vitalssl.config import pretrain_config
     from vitalssl.data import EpochBatchSampler, WindowDataset
-    from vitalssl.masking import make_mask
-    from vitalssl.model import MaskedTTM
+    from vitalssl.ssl.masking import make_mask
+    from vitalssl.ssl.model import MaskedTTM
     from vitalssl.train import pick_device, train_one_epoch
-    from vitalssl.windows import NpyAppender
+    from vitalssl.windowfile import NpyAppender
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     cfg = pretrain_config(params, {"device": args.device, "epochs": 1000, "warmup_epochs": 1})

@@ -36,9 +36,10 @@ def inner(mode: str, case_dir: Path, n: int, workers: int) -> None:
     import numpy as np
     import vitaldb
 
-    from vitalssl.config import WindowConfig, from_dict
-    from vitalssl.sources import LocalSource
-    from vitalssl.windows import build_split
+    from vitalssl.config import from_dict
+    from vitalssl.data.config import WindowConfig
+    from vitalssl.data.sources import LocalSource
+    from vitalssl.data.windows import build_split
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     w = {**params["windows"], "num_workers": workers}
@@ -81,8 +82,9 @@ def main() -> None:
         inner(mode, Path(d), int(n), int(w))
         return
 
-    from vitalssl.config import DemoConfig, from_dict
-    from vitalssl.demo import generate_demo
+    from vitalssl.config import from_dict
+    from vitalssl.data.config import DemoConfig
+    from vitalssl.data.demo import generate_demo
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     secs = int(args.hours * 3600)

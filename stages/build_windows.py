@@ -3,10 +3,13 @@
 import argparse
 from pathlib import Path
 
-from vitalssl.params import data_config, load_params, window_config
-from vitalssl.pipeline import run_build_windows
+from vitalssl.entry.data_stages import data_config, run_build_windows, window_config
+from vitalssl.entry.errors import one_line_errors
+from vitalssl.entry.params import load_params
 
-if __name__ == "__main__":
+
+@one_line_errors
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--split", required=True)
     ap.add_argument("--split-file", required=True)
@@ -16,3 +19,7 @@ if __name__ == "__main__":
     params = load_params()
     run_build_windows(data_config(params), window_config(params), Path(args.split_file), args.split,
                       Path(args.outdir), Path(args.metrics))
+
+
+if __name__ == "__main__":
+    main()

@@ -3,12 +3,19 @@
 import argparse
 from pathlib import Path
 
-from vitalssl.params import data_config, load_params, split_config
-from vitalssl.pipeline import run_prepare_splits
+from vitalssl.entry.data_stages import data_config, run_prepare_splits, split_config
+from vitalssl.entry.errors import one_line_errors
+from vitalssl.entry.params import load_params
 
-if __name__ == "__main__":
+
+@one_line_errors
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True, help="splits JSON to write")
     args = ap.parse_args()
     params = load_params()
     run_prepare_splits(data_config(params), split_config(params), Path(args.out))
+
+
+if __name__ == "__main__":
+    main()

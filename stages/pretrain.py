@@ -6,11 +6,13 @@ Re-running after an interruption resumes from the last completed epoch.
 import argparse
 from pathlib import Path
 
-from vitalssl.config import pretrain_config
-from vitalssl.params import load_params
-from vitalssl.train import pretrain
+from vitalssl.entry.errors import one_line_errors
+from vitalssl.entry.params import load_params
+from vitalssl.entry.pretrain_stage import pretrain_config, run_pretrain
 
-if __name__ == "__main__":
+
+@one_line_errors
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--output-dir", required=True)
@@ -19,5 +21,9 @@ if __name__ == "__main__":
     ap.add_argument("--plots", required=True)
     args = ap.parse_args()
     cfg = pretrain_config(load_params())
-    pretrain(cfg, Path(args.data_dir), Path(args.output_dir), Path(args.work_dir),
-             metrics_path=Path(args.metrics), plots_path=Path(args.plots), resume="auto")
+    run_pretrain(cfg, Path(args.data_dir), Path(args.output_dir), Path(args.work_dir),
+                 metrics_path=Path(args.metrics), plots_path=Path(args.plots), resume="auto")
+
+
+if __name__ == "__main__":
+    main()

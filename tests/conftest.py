@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from vitalssl.config import DemoConfig, WindowConfig, from_dict, pretrain_config
-from vitalssl.demo import write_vital
+from vitalssl.config import from_dict
+from vitalssl.data.config import DemoConfig, WindowConfig
+from vitalssl.entry.pretrain_stage import pretrain_config
+from vitalssl.data.demo import write_vital
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,15 +75,20 @@ def write_case(path: Path, caseid: int, ppg, ecg, duration: float, with_numerics
     write_vital(path, caseid, ppg, ecg, numerics(duration) if with_numerics else None, duration, srate=srate)
 
 
-def write_windows(directory: Path, split: str, n: int, seed: int = 0, channels=("PPG", "ECG"), L: int = 1250):
-    """Window files in the build-windows format: smooth random z-scored signals."""
-    from vitalssl.windows import NpyAppender
+def make_windows(n: int, seed: int = 0, channels=("PPG", "ECG"), L: int = 1250) -> np.ndarray:
+    """``[n, C, L]`` float32 smooth random z-scored signals (two harmonics of 0.8-2 Hz plus noise)."""
     rng = np.random.default_rng(seed)
     t = np.arange(L) / 125.0
     f = rng.uniform(0.8, 2.0, (n, 1, 1))
     ph = rng.uniform(0, 6.28, (n, len(channels), 1))
     x = np.sin(2 * np.pi * f * t + ph) + 0.5 * np.sin(2 * np.pi * 2 * f * t + 2 * ph) + 0.1 * rng.standard_normal((n, len(channels), L))
-    x = (x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)
+    return ((x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)).astype(np.float32)
+
+
+def write_windows(directory: Path, split: str, n: int, seed: int = 0, channels=("PPG", "ECG"), L: int = 1250):
+    """Window files in the build-windows format, holding :func:`make_windows`."""
+    from vitalssl.windowfile import NpyAppender
+    x = make_windows(n, seed, channels, L)
     directory.mkdir(parents=True, exist_ok=True)
     app = NpyAppender(directory / f"{split}_windows.npy", (len(channels), L))
     app.append(x.astype(np.float32))

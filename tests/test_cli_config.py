@@ -7,8 +7,9 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from vitalssl.cli import ttm_vitaldb
-from vitalssl.config import ConfigError, pretrain_config
+from vitalssl.entry.cli import ttm_vitaldb
+from vitalssl.config import ConfigError
+from vitalssl.entry.pretrain_stage import pretrain_config
 
 
 @pytest.fixture
@@ -20,8 +21,9 @@ def small_params(tmp_path):
     p["windows"]["num_workers"] = 1
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(p))
-    from vitalssl.config import DemoConfig, from_dict
-    from vitalssl.demo import generate_demo
+    from vitalssl.config import from_dict
+    from vitalssl.data.config import DemoConfig
+    from vitalssl.data.demo import generate_demo
     generate_demo(from_dict(DemoConfig, p["demo"], "demo"), tmp_path / "demo", progress=False)
     return path
 

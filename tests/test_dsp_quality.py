@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from conftest import clean_case
-from vitalssl.config import replace
-from vitalssl.demo import demo_caseids, generate_demo, load_faults
-from vitalssl.dsp import bandpass, bandpass_sos, fill_gaps, resample
-from vitalssl.quality import _longest_flat_run, channel_measures, judge, score_against_faults
-from vitalssl.windows import process_case
+from dataclasses import replace
+from vitalssl.data.demo import demo_caseids, generate_demo, load_faults
+from vitalssl.data.dsp import bandpass, bandpass_sos, fill_gaps, resample
+from vitalssl.data.quality import _longest_flat_run, channel_measures, judge, score_against_faults
+from vitalssl.data.windows import process_case
 
 
 def _tone(f, fs=500.0, dur=20.0):
@@ -117,7 +117,7 @@ def test_gate_precision_and_recall_on_demo_faults(tmp_path, demo_cfg, wcfg):
 
 
 def test_score_against_faults_counts_by_overlap():
-    from vitalssl.demo import Fault
+    from vitalssl.data.demo import Fault
     faults = [Fault(1, "flat", "PPG", 12.0, 15.0, True), Fault(1, "mains_hum", "ECG", 0.0, 100.0, False),
               Fault(1, "motion", "PPG", 29.8, 31.0, True)]
     s = score_against_faults(np.array([0.0, 10.0, 20.0, 30.0]), np.array([True, False, True, True]), faults, 10.0)

@@ -51,7 +51,7 @@ def repo(tmp_path_factory):
 
 
 def _state_epoch(path: Path):
-    from vitalssl.checkpoint import load_checkpoint
+    from vitalssl.ssl.checkpoint import load_checkpoint
     try:
         return load_checkpoint(path)["epoch"]
     except Exception:  # absent, or replaced while being read

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from vitalssl.config import ModelConfig, STFTConfig, replace
-from vitalssl.losses import log_magnitude, masked_mse, mrstft_loss, msm_objective
-from vitalssl.masking import block_masking, make_mask, n_hidden, patchify, random_masking, sample_mask, unpatchify
-from vitalssl.model import MaskedTTM
-from vitalssl.schedule import lr_at
+from dataclasses import replace
+
+from vitalssl.ssl.config import ModelConfig, STFTConfig
+from vitalssl.ssl.losses import log_magnitude, masked_mse, mrstft_loss, msm_objective
+from vitalssl.ssl.masking import block_masking, make_mask, n_hidden, patchify, random_masking, sample_mask, unpatchify
+from vitalssl.ssl.model import MaskedTTM
+from vitalssl.ssl.schedule import lr_at
 
 MODEL = ModelConfig(context_length=1250, patch_length=125, patch_stride=125, num_input_channels=2, d_model=192,
                     num_layers=3, expansion_factor=2, dropout=0.2, mode="common_channel", gated_attn=True,

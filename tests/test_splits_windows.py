@@ -7,11 +7,14 @@ import numpy as np
 import pytest
 
 from conftest import clean_case, write_case
-from vitalssl.config import ConfigError, DataConfig, SplitConfig, replace
-from vitalssl.pipeline import run_build_windows, run_demo, run_prepare_splits
-from vitalssl.sources import LocalSource
-from vitalssl.splits import select_cases, split_cases, splits_document
-from vitalssl.windows import build_split
+from dataclasses import replace
+
+from vitalssl.config import ConfigError
+from vitalssl.data.config import DataConfig, SplitConfig
+from vitalssl.entry.data_stages import run_build_windows, run_demo, run_prepare_splits
+from vitalssl.data.sources import LocalSource
+from vitalssl.data.splits import select_cases, split_cases, splits_document
+from vitalssl.data.windows import build_split
 
 
 def _scfg(**kw):
@@ -64,7 +67,8 @@ def test_split_config_rejects_bad_ratios():
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory, params):
     """The demo -> prepare-splits -> build-windows path on a small demo."""
-    from vitalssl.config import DemoConfig, WindowConfig, from_dict
+    from vitalssl.config import from_dict
+    from vitalssl.data.config import DemoConfig, WindowConfig
     root = tmp_path_factory.mktemp("demo_run")
     dcfg = replace(from_dict(DemoConfig, params["demo"], "demo"), n_cases=12, n_subjects=9, duration_s=(120, 180))
     data = DataConfig(source="demo", demo_dir=str(root / "demo"), local_dir="", clinical_csv=None, cache_dir="",
@@ -151,7 +155,8 @@ def test_nothing_usable_fails_and_leaves_no_window_file(tmp_path, wcfg):
 
 
 def test_window_params_are_validated(params):
-    from vitalssl.config import WindowConfig, from_dict
+    from vitalssl.config import from_dict
+    from vitalssl.data.config import WindowConfig
     w = dict(params["windows"])
     with pytest.raises(ConfigError, match="windows.target_srate"):
         from_dict(WindowConfig, {**w, "target_srate": 120}, "windows")
@@ -166,8 +171,9 @@ def test_window_params_are_validated(params):
 
 
 def test_demo_files_are_byte_identical(tmp_path, params):
-    from vitalssl.config import DemoConfig, from_dict
-    from vitalssl.demo import generate_demo
+    from vitalssl.config import from_dict
+    from vitalssl.data.config import DemoConfig
+    from vitalssl.data.demo import generate_demo
     cfg = replace(from_dict(DemoConfig, params["demo"], "demo"), n_cases=3, n_subjects=3, duration_s=(60, 60))
     generate_demo(cfg, tmp_path / "a", progress=False)
     import time

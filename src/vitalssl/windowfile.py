@@ -1,21 +1,39 @@
-"""Memory-mapped window datasets for pretraining.
+"""The window file: the one contract between the data wing and the model wing.
 
-Reads ``<split>_windows.npy`` (``[N, C, L]`` float32, opened with
-``mmap_mode="r"``: RAM does not grow with the file) and its ``.json`` sidecar
-for channel names. The guide's ``train_windows.npz`` layout is read too; an
+Window file format (one per split, e.g. ``train_windows.npy``)
+---------------------------------------------------------------
+``<split>_windows.npy``
+    float32 ``[N, C, L]``: N windows, C = 2 channels in the order ``[PPG, ECG]``,
+    L = 1250 samples (10 s at 125 Hz), each channel z-scored per window.
+    Open it with ``numpy.load(path, mmap_mode="r")``: nothing is read until used.
+``<split>_windows.meta.csv``
+    one row per window, same order: ``caseid, subjectid, start_s`` (s from the
+    case's first sample), the gate's measures per channel and the labels
+    averaged over the window from the numeric tracks (``label_hr``,
+    ``label_spo2``, ``label_map``, ``label_bis``; empty where absent).
+``<split>_windows.json``
+    channels, sampling rate, window length, count and the params that made it.
+
+Writing streams blocks through :class:`NpyAppender`. Reading is
+:class:`WindowDataset`: the ``.npy`` is memory-mapped (RAM does not grow with
+the file) and the ``.json`` sidecar names the channels. The guide's ``train_windows.npz`` layout is read too; an
 ``.npz`` cannot be memory-mapped, so it is loaded into memory.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-DEFAULT_CHANNELS = ("PPG", "ECG")
+from .atomic import tmp_path
+from .seeding import SHUFFLE, derive_seed
+
+CHANNELS = ("PPG", "ECG")  # the channel order every window file is written in
 
 
 def resolve_data_file(data_dir: Path, name: str, flag: str) -> Path:
@@ -43,11 +61,11 @@ class WindowDataset(Dataset):
                 if key is None:
                     raise ValueError(f"{path}: an .npz needs an array named 'windows' (or 'X'); has {z.files}")
                 self.x = z[key]
-                names = tuple(str(c) for c in z["channels"]) if "channels" in z.files else DEFAULT_CHANNELS
+                names = tuple(str(c) for c in z["channels"]) if "channels" in z.files else CHANNELS
         else:
             self.x = np.load(path, mmap_mode="r")
             side = path.with_suffix(".json")
-            names = tuple(json.loads(side.read_text())["channels"]) if side.exists() else DEFAULT_CHANNELS
+            names = tuple(json.loads(side.read_text())["channels"]) if side.exists() else CHANNELS
         if self.x.ndim != 3 or self.x.dtype != np.float32:
             raise ValueError(f"{path}: expected float32 [N, C, L] windows, got {self.x.dtype} {list(self.x.shape)}")
         if len(names) != self.x.shape[1]:
@@ -95,7 +113,7 @@ class EpochBatchSampler(Sampler):
 
     def _indices(self) -> np.ndarray:
         if self.shuffle:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+            g = torch.Generator().manual_seed(derive_seed(self.seed, SHUFFLE, self.epoch))
             idx = torch.randperm(self.n, generator=g).numpy()
         else:
             idx = np.arange(self.n)
@@ -113,3 +131,43 @@ class EpochBatchSampler(Sampler):
     def __len__(self) -> int:
         per_rank = -(-self.n // self.world)
         return -(-per_rank // self.bs)
+
+
+class NpyAppender:
+    """Stream ``[*, C, L]`` float32 blocks into a ``.npy`` file whose header is fixed up on close.
+
+    The file is written under a temporary name; :meth:`close` writes the real
+    shape into the header and renames it, so a crash never leaves a file that
+    looks complete.
+    """
+
+    def __init__(self, path: Path, inner_shape: tuple):
+        self.path, self.inner, self.n = Path(path), tuple(inner_shape), 0
+        self.tmp = tmp_path(self.path)
+        self.f = open(self.tmp, "wb")
+        self.header_len = self._write_header(0)
+
+    def _write_header(self, n: int) -> int:
+        self.f.seek(0)
+        np.lib.format.write_array_header_1_0(
+            self.f, {"descr": "<f4", "fortran_order": False, "shape": (n, *self.inner)})
+        return self.f.tell()
+
+    def append(self, block: np.ndarray) -> None:
+        if block.shape[1:] != self.inner:
+            raise ValueError(f"block shape {block.shape[1:]} != file's inner shape {self.inner}")
+        self.f.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+        self.n += len(block)
+
+    def close(self) -> None:
+        """Write the final header and rename the file into place."""
+        end = self.f.tell()
+        if self._write_header(self.n) != self.header_len:
+            raise RuntimeError("npy header length changed; cannot finalise in place")
+        self.f.seek(end)
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)

@@ -14,13 +14,13 @@
 from __future__ import annotations
 
 import csv
-import os
 import time
 from pathlib import Path
 from typing import Optional
 
 import vitaldb
 
+from ..atomic import atomic_write
 from .config import DataConfig
 from .reader import CaseError
 
@@ -101,9 +101,7 @@ class VitalDBSource:
             def fetch():
                 import pandas as pd
                 df = pd.read_csv(f"{vitaldb.dataset.api_url}/cases")
-                tmp = path.with_name(path.name + ".tmp")
-                df.to_csv(tmp, index=False)
-                os.replace(tmp, path)
+                atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
             self._retry("downloading the VitalDB clinical table", fetch)
         return path
 
@@ -124,9 +122,7 @@ class VitalDBSource:
             vf = vitaldb.VitalFile(int(caseid))
             if not vf.trks:
                 raise RuntimeError("the API returned no tracks")
-            tmp = path.with_name(path.name + ".tmp")
-            vf.to_vital(str(tmp))
-            os.replace(tmp, path)
+            atomic_write(path, lambda tmp: vf.to_vital(str(tmp)))
 
         try:
             self._retry(f"downloading case {caseid}", fetch)

@@ -7,35 +7,20 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-import yaml
-
-from .config import ConfigError, _merge, from_dict, pretrain_config
-from .params import data_config, load_params, section, split_config
-
-
-def _yaml_file(path: str, flag: str) -> dict:
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"{flag} {path}: file not found")
-    d = yaml.safe_load(p.read_text()) or {}
-    if not isinstance(d, dict):
-        raise ConfigError(f"{flag} {path}: must hold a mapping")
-    return d
-
-
-def _fail(e: Exception) -> None:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+from ..config import merge
+from .errors import one_line_errors
+from .params import load_params, load_yaml, section
 
 
 # --------------------------------------------------------------------------- ttm-vitaldb
 
+@one_line_errors
 def ttm_vitaldb(argv=None) -> None:
-    from .config import WindowConfig
-    from .pipeline import run_build_windows, run_prepare_splits
+    from ..config import from_dict
+    from ..data.config import WindowConfig
+    from .data_stages import data_config, run_build_windows, run_prepare_splits, split_config
 
     ap = argparse.ArgumentParser(prog="ttm-vitaldb", description="VitalDB splits and windows (outside DVC)")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -54,27 +39,23 @@ def ttm_vitaldb(argv=None) -> None:
     bw.add_argument("--outdir", default="data/vitaldb_windows")
     bw.add_argument("--metrics", help="quality report JSON (default: <outdir>/<split>_quality.json)")
     args = ap.parse_args(argv)
-    try:
-        params = load_params(args.params)
-        if args.command == "prepare-splits":
-            data = section(params, "data")
-            if args.source:
-                params = _merge(params, {"data": {**data, "source": args.source}})
-            over = {k: v for k, v in (("mode", args.mode), ("case_set", args.case_set)) if v is not None}
-            params = _merge(params, {"splits": over})
-            scfg = split_config(params)
-            run_prepare_splits(data_config(params), scfg, Path(args.output) / f"splits_{scfg.mode}.json")
-        else:
-            w = dict(section(params, "windows"))
-            for flag, path in (("--channels-yaml", args.channels_yaml), ("--windows-yaml", args.windows_yaml)):
-                if path:
-                    w = _merge(w, _yaml_file(path, flag))
-            wcfg = from_dict(WindowConfig, w, "windows")
-            metrics = Path(args.metrics) if args.metrics else Path(args.outdir) / f"{args.split}_quality.json"
-            run_build_windows(data_config(params), wcfg, Path(args.split_file), args.split, Path(args.outdir),
-                              metrics)
-    except (ConfigError, FileNotFoundError, ValueError, RuntimeError) as e:
-        _fail(e)
+    params = load_params(args.params)
+    if args.command == "prepare-splits":
+        if args.source:
+            params = merge(params, {"data": {**section(params, "data"), "source": args.source}})
+        over = {k: v for k, v in (("mode", args.mode), ("case_set", args.case_set)) if v is not None}
+        params = merge(params, {"splits": over})
+        scfg = split_config(params)
+        run_prepare_splits(data_config(params), scfg, Path(args.output) / f"splits_{scfg.mode}.json")
+    else:
+        w = dict(section(params, "windows"))
+        for flag, path in (("--channels-yaml", args.channels_yaml), ("--windows-yaml", args.windows_yaml)):
+            if path:
+                w = merge(w, load_yaml(path, flag))
+        wcfg = from_dict(WindowConfig, w, "windows")
+        metrics = Path(args.metrics) if args.metrics else Path(args.outdir) / f"{args.split}_quality.json"
+        run_build_windows(data_config(params), wcfg, Path(args.split_file), args.split, Path(args.outdir),
+                          metrics)
 
 
 # --------------------------------------------------------------------------- pretrain-vitaldb-ssl
@@ -108,18 +89,20 @@ def pretrain_parser() -> argparse.ArgumentParser:
     a("--save-interval", type=int)
     a("--fast", action="store_true", help="use a small subset of each split")
     a("--seed", type=int)
-    a("--resume", action="store_true", help="continue from the resumable state; fail if there is none "
-      "or it was made with other params, code or data")
+    resume = ap.add_mutually_exclusive_group()
+    resume.add_argument("--resume", action="store_true", help="continue from the resumable state; fail if "
+                        "there is none or it was made with other params, code or data")
+    resume.add_argument("--fresh", action="store_true", help="discard any resumable state and start over "
+                        "(default: continue a matching state, start fresh otherwise, saying which)")
     a("--metrics", help="also write the final/best metrics JSON here")
     a("--plots", help="also write the per-epoch history CSV here")
     return ap
 
 
 def config_from_args(args):
-    try:
-        params = load_params(args.config)
-    except ConfigError as e:
-        raise ConfigError(f"--config: {e}") from e
+    from .pretrain_stage import pretrain_config
+
+    params = load_yaml(args.config, "--config")
     over: dict = {}
     for flag in ("mask_ratio", "mask_type", "epochs", "batch_size", "lr", "weight_decay", "warmup_epochs",
                  "device", "num_workers", "gradient_clip", "stft_weight", "log_interval", "save_interval",
@@ -144,15 +127,13 @@ def config_from_args(args):
     return pretrain_config(params, over)
 
 
+@one_line_errors
 def pretrain_vitaldb_ssl(argv=None) -> None:
-    from .train import pretrain
+    from .pretrain_stage import run_pretrain
 
     args = pretrain_parser().parse_args(argv)
-    try:
-        cfg = config_from_args(args)
-        out = Path(args.output_dir)
-        work = Path(args.work_dir) if args.work_dir else out.parent / f".{out.name}.resume"
-        pretrain(cfg, Path(args.data_dir), out, work, metrics_path=args.metrics, plots_path=args.plots,
-                 resume="require" if args.resume else "never")
-    except (ConfigError, FileNotFoundError, ValueError) as e:
-        _fail(e)
+    cfg = config_from_args(args)
+    out = Path(args.output_dir)
+    work = Path(args.work_dir) if args.work_dir else out.parent / f".{out.name}.resume"
+    run_pretrain(cfg, Path(args.data_dir), out, work, metrics_path=args.metrics, plots_path=args.plots,
+                 resume="require" if args.resume else "fresh" if args.fresh else "auto")

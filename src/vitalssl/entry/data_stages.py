@@ -1,4 +1,8 @@
-"""The data stages as functions of typed configs and paths (stages and CLI call these)."""
+"""The data stages (`demo`, `prepare-splits`, `build-windows`) as functions of typed configs and paths.
+
+The stage scripts and ``ttm-vitaldb`` call these; they print the stage's summary
+and write its DVC metrics file.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,31 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from .config import DataConfig, DemoConfig, SplitConfig, WindowConfig
-from .demo import generate_demo, load_faults
-from .quality import score_against_faults
-from .sources import case_set_ids, make_source
-from .splits import select_cases, splits_document
-from .windows import atomic_write_text, build_split
+from ..atomic import atomic_write_text, write_json
+from ..config import from_dict
+from ..data.config import DataConfig, DemoConfig, SplitConfig, WindowConfig
+from ..data.demo import generate_demo, load_faults
+from ..data.quality import score_against_faults
+from ..data.sources import case_set_ids, make_source
+from ..data.splits import select_cases, splits_document
+from ..data.windows import build_split
+from .params import section
+
+
+def data_config(params: dict) -> DataConfig:
+    return from_dict(DataConfig, section(params, "data"), "data")
+
+
+def demo_config(params: dict) -> DemoConfig:
+    return from_dict(DemoConfig, section(params, "demo"), "demo")
+
+
+def split_config(params: dict) -> SplitConfig:
+    return from_dict(SplitConfig, section(params, "splits"), "splits")
+
+
+def window_config(params: dict) -> WindowConfig:
+    return from_dict(WindowConfig, section(params, "windows"), "windows")
 
 
 def run_demo(cfg: DemoConfig, out_dir: Path, progress: bool = True) -> dict:
@@ -75,5 +98,5 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
     if metrics_path is not None:
         metrics_path = Path(metrics_path)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(metrics_path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+        write_json(metrics_path, report)
     return report

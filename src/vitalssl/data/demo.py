@@ -27,13 +27,13 @@ mains_hum         ECG      50/60 Hz sine                                no (band
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import vitaldb
 
+from ..atomic import atomic_write, atomic_write_text
 from .config import DemoConfig
 
 SRATE = 500.0
@@ -235,12 +235,13 @@ def write_vital(path: Path, caseid: int, ppg: np.ndarray, ecg: np.ndarray, numer
         tn, values = numerics
         for key, track in NUMERIC_TRACKS.items():
             vf.add_track(track, [{"dt": dtstart + float(tt), "val": float(v)} for tt, v in zip(tn, values[key])])
-    tmp = path.with_name(path.name + ".tmp")
-    vf.to_vital(str(tmp), compresslevel=1)
-    with open(tmp, "r+b") as f:  # gzip header bytes 4-7 hold the write time: zero them so files are reproducible
-        f.seek(4)
-        f.write(b"\x00\x00\x00\x00")
-    os.replace(tmp, path)
+    def write(tmp: Path) -> None:
+        vf.to_vital(str(tmp), compresslevel=1)
+        with open(tmp, "r+b") as f:  # gzip header bytes 4-7 hold the write time: zero them (reproducible files)
+            f.seek(4)
+            f.write(b"\x00\x00\x00\x00")
+
+    atomic_write(path, write)
 
 
 def generate_demo(cfg: DemoConfig, out_dir: Path, progress: bool = True) -> dict:
@@ -265,10 +266,10 @@ def generate_demo(cfg: DemoConfig, out_dir: Path, progress: bool = True) -> dict
         faults += case_faults
         r = np.random.default_rng([cfg.seed, int(subj)])
         rows.append(f"{caseid},{subj},{int(r.integers(20, 85))},{'MF'[int(r.integers(2))]},0,{int(duration)}")
-    (out_dir / "clinical.csv").write_text("\n".join(rows) + "\n")
+    atomic_write_text(out_dir / "clinical.csv", "\n".join(rows) + "\n")
     fault_doc = {"unusable_kinds": list(UNUSABLE), "correctable_kinds": list(CORRECTABLE),
                  "faults": [f.__dict__ for f in faults]}
-    (out_dir / "faults.json").write_text(json.dumps(fault_doc, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(out_dir / "faults.json", json.dumps(fault_doc, indent=1, sort_keys=True) + "\n")
     counts: dict[str, int] = {}
     for f in faults:
         counts[f.kind] = counts.get(f.kind, 0) + 1

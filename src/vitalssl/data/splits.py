@@ -7,7 +7,8 @@ from typing import Optional
 
 import numpy as np
 
-from .config import SplitConfig, to_dict
+from ..config import to_dict
+from .config import SplitConfig
 
 SPLITS = ("train", "val", "test")
 

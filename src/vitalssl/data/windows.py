@@ -1,39 +1,27 @@
 """Cut a case into gated, normalised 10 s PPG+ECG windows, and write a split's window file.
 
-Window file format (one per split, e.g. ``train_windows.npy``)
----------------------------------------------------------------
-``<split>_windows.npy``
-    float32 ``[N, C, L]``: N windows, C = 2 channels in the order ``[PPG, ECG]``,
-    L = 1250 samples (10 s at 125 Hz), each channel z-scored per window.
-    Open it with ``numpy.load(path, mmap_mode="r")``: nothing is read until used.
-``<split>_windows.meta.csv``
-    one row per window, same order: ``caseid, subjectid, start_s`` (s from the
-    case's first sample), the gate's measures per channel and the labels
-    averaged over the window from the numeric tracks (``label_hr``,
-    ``label_spo2``, ``label_map``, ``label_bis``; empty where absent).
-``<split>_windows.json``
-    channels, sampling rate, window length, count and the params that made it.
+The file format is :mod:`vitalssl.windowfile`'s; this module fills it.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-import os
 from dataclasses import dataclass, field
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
 
-from .config import WindowConfig, to_dict
+from ..atomic import atomic_write_text, write_json
+from ..config import to_dict
+from ..windowfile import CHANNELS, NpyAppender
+from .config import WindowConfig
 from .dsp import bandpass, bandpass_sos, fill_gaps, resample
 from .quality import CHANNEL_MEASURES, CRITERIA, case_measures, judge
 from .reader import CaseError, read_case
 
-CHANNELS = ("PPG", "ECG")
 META_COLUMNS = (["caseid", "subjectid", "start_s"]
                 + [f"{c.lower()}_{m}" for c in CHANNELS for m in CHANNEL_MEASURES]
                 + ["hr_diff"])
@@ -132,53 +120,6 @@ def _fmt(v) -> str:
     return str(v)
 
 
-class NpyAppender:
-    """Stream ``[*, C, L]`` float32 blocks into a ``.npy`` file whose header is fixed up on close.
-
-    The file is written under a temporary name; :meth:`close` writes the real
-    shape into the header and renames it, so a crash never leaves a file that
-    looks complete.
-    """
-
-    def __init__(self, path: Path, inner_shape: tuple):
-        self.path, self.inner, self.n = Path(path), tuple(inner_shape), 0
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
-        self.f = open(self.tmp, "wb")
-        self.header_len = self._write_header(0)
-
-    def _write_header(self, n: int) -> int:
-        self.f.seek(0)
-        np.lib.format.write_array_header_1_0(
-            self.f, {"descr": "<f4", "fortran_order": False, "shape": (n, *self.inner)})
-        return self.f.tell()
-
-    def append(self, block: np.ndarray) -> None:
-        if block.shape[1:] != self.inner:
-            raise ValueError(f"block shape {block.shape[1:]} != file's inner shape {self.inner}")
-        self.f.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
-        self.n += len(block)
-
-    def close(self) -> None:
-        """Write the final header and rename the file into place."""
-        end = self.f.tell()
-        if self._write_header(self.n) != self.header_len:
-            raise RuntimeError("npy header length changed; cannot finalise in place")
-        self.f.seek(end)
-        self.f.close()
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        self.f.close()
-        self.tmp.unlink(missing_ok=True)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: str, progress: bool = True,
                 on_case=None) -> dict:
     """Build ``<split>_windows.{npy,meta.csv,json}`` from ``cases`` = [(caseid, subjectid)] of ``source``.
@@ -247,6 +188,6 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
     info = {"split": split, "channels": list(CHANNELS), "srate": cfg.target_srate, "window_len": L,
             "count": report["windows_kept"], "dtype": "float32", "layout": "[N, C, L]",
             "normalisation": "z-score per window and channel", "params": to_dict(cfg)}
-    atomic_write_text(out_dir / f"{split}_windows.json", json.dumps(info, indent=2, sort_keys=True) + "\n")
+    write_json(out_dir / f"{split}_windows.json", info)
     npy.close()  # last: the window file appears only once its companions are in place
     return report

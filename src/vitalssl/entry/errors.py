@@ -1,0 +1,29 @@
+"""How the command lines and stage scripts end on a known error: one line on stderr, exit code 2.
+
+Set ``VITALSSL_DEBUG=1`` to get the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from functools import wraps
+
+# Errors whose message already names the file, key, flag or case; anything else is a bug and keeps its traceback.
+KNOWN_ERRORS = (ValueError, FileNotFoundError, PermissionError, IsADirectoryError, RuntimeError,
+                FloatingPointError)
+
+
+def one_line_errors(fn):
+    """Run ``fn``; a known error prints ``error: <message>`` on one line and exits with status 2."""
+    @wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except KNOWN_ERRORS as e:
+            if os.environ.get("VITALSSL_DEBUG"):
+                raise
+            msg = " ".join(str(e).split()) or type(e).__name__
+            print(f"error: {msg}", file=sys.stderr)
+            sys.exit(2)
+    return run

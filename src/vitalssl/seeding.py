@@ -1,0 +1,19 @@
+"""One seed derivation for every random stream of a run.
+
+Each stream (the epoch's shuffle, its masks, its dropout, the fixed validation
+masks) gets its own seed from (run seed, stream, epoch, rank) through NumPy's
+``SeedSequence``, so the streams are independent and a resumed epoch draws
+exactly what an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+SHUFFLE, MASK, DROPOUT, VAL_MASK = 0, 1, 2, 3  # stream ids
+
+
+def derive_seed(seed: int, stream: int, epoch: int = 0, rank: int = 0) -> int:
+    """A 63-bit seed for ``stream`` of ``epoch`` on ``rank`` of a run seeded with ``seed``."""
+    words = np.random.SeedSequence([seed % 2**63, stream, epoch, rank]).generate_state(2, dtype=np.uint32)
+    return int(words[0]) << 31 | int(words[1]) >> 1
