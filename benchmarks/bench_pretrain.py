@@ -32,12 +32,12 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
-    from vitalssl.config import pretrain_config
-    from vitalssl.data import EpochBatchSampler, WindowDataset
+    from vitalssl.entry.pretrain_stage import pretrain_config
+    from vitalssl.ssl.distributed import pick_device
     from vitalssl.ssl.masking import make_mask
     from vitalssl.ssl.model import MaskedTTM
-    from vitalssl.train import pick_device, train_one_epoch
-    from vitalssl.windowfile import NpyAppender
+    from vitalssl.ssl.train import RunContext, build_optimizer, make_scaler, train_one_epoch
+    from vitalssl.windowfile import EpochBatchSampler, NpyAppender, WindowDataset
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     cfg = pretrain_config(params, {"device": args.device, "epochs": 1000, "warmup_epochs": 1})
@@ -54,8 +54,7 @@ def main() -> None:
         ds = WindowDataset(path, cfg.channels)
 
         model = MaskedTTM(cfg.model).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        scaler = torch.amp.GradScaler("cuda", enabled=False)
+        opt = build_optimizer(model, cfg)  # the training's own optimizer (AdamW, decay on weight matrices)
 
         # floor: forward/backward only, input already in memory
         x = ds[list(range(B))].to(device)
@@ -77,12 +76,14 @@ def main() -> None:
         # full step, through the real loop
         sampler = EpochBatchSampler(len(ds), B, cfg.seed)
 
+        ctx = RunContext(cfg, device, make_scaler(device, cfg.amp), steps_per_epoch=args.batches,
+                         total_steps=cfg.epochs * args.batches, warmup_steps=args.batches)
         loader = torch.utils.data.DataLoader(ds, sampler=_Take(sampler, args.warmup), batch_size=None)
-        train_one_epoch(model, loader, opt, cfg, 0, 0, 1000, 10, device, scaler, 0, 1)
+        train_one_epoch(model, loader, opt, ctx, epoch=0)
         sync()
         loader = torch.utils.data.DataLoader(ds, sampler=_Take(sampler, args.batches), batch_size=None)
         t0 = time.perf_counter()
-        train_one_epoch(model, loader, opt, cfg, 1, 10, 1000, 10, device, scaler, 0, 1)
+        train_one_epoch(model, loader, opt, ctx, epoch=1)
         sync()
         full = args.batches * B / (time.perf_counter() - t0)
 
