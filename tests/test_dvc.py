@@ -108,3 +108,28 @@ def test_user_commands(repo):
     sh(repo, "dvc", "plots", "diff", "-o", "plots_out")
     html = (repo / "plots_out" / "index.html").read_text()
     assert "val_loss" in html and "val_msm" in html
+
+
+@pytest.mark.parametrize("module,stages", [
+    ("src/vitalssl/data/config.py", {"demo", "prepare-splits", "build-windows@train", "build-windows@val"}),
+    ("src/vitalssl/data/quality.py", {"demo", "prepare-splits", "build-windows@train", "build-windows@val"}),
+    ("src/vitalssl/windowfile.py", {"demo", "prepare-splits", "build-windows@train", "build-windows@val",
+                                    "pretrain"}),
+    ("src/vitalssl/ssl/losses.py", {"pretrain"}),
+    ("src/vitalssl/entry/params.py", {"demo", "prepare-splits", "build-windows@train", "build-windows@val",
+                                      "pretrain"}),
+])
+def test_an_edit_to_an_imported_module_makes_its_stages_stale(repo, module, stages):
+    if not (repo / "metrics" / "pretrain.json").exists():
+        sh(repo, "dvc", "repro")
+    path = repo / module
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        status = json.loads(sh(repo, "dvc", "status", "--json"))
+    finally:
+        path.write_text(original)
+    assert {name for name, changes in status.items() if any("changed deps" in c for c in changes
+                                                             if isinstance(c, dict))} >= stages, status
+    assert set(status) & {"demo", "prepare-splits", "build-windows@train", "build-windows@val", "pretrain"} == \
+        stages, status

@@ -286,3 +286,55 @@ def test_guide_npz_layout_trains_through_the_cli(tmp_path):
     ckpt = load_checkpoint(tmp_path / "o" / "last_model.pt")
     assert ckpt["config"]["channels"] == ["ECG"] and ckpt["config"]["model"]["num_input_channels"] == 1
     assert json.loads((tmp_path / "o" / "training_config.json").read_text())["train_windows"] == 48
+
+
+def test_the_guides_quick_test_command_runs_and_cuts_the_warmup(window_dir, tmp_path, capsys):
+    """``--epochs 5`` with the default 10 warmup epochs: warm up over all 5, with a notice."""
+    out = tmp_path / "ssl_test"
+    _write_params(tmp_path, warmup_epochs=10)  # the default warmup, a tiny model
+    pretrain_vitaldb_ssl(["--config", str(tmp_path / "params.yaml"), "--data-dir", str(window_dir),
+                          "--output-dir", str(out), "--epochs", "5", "--batch-size", "32", "--fast",
+                          "--device", "cpu"])
+    assert "warmup_epochs 10 > epochs 5; warming up over all 5" in capsys.readouterr().out
+    hist = json.loads((out / "training_history.json").read_text())["epochs"]
+    lrs = [h["lr"] for h in hist]
+    assert len(hist) == 5 and lrs == sorted(lrs)  # still rising at the end: the whole run is warmup
+    assert load_checkpoint(out / "last_model.pt")["config"]["warmup_epochs"] == 10
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--resume"], "--resume: no resumable state at"),
+    (["--device", "cuda"], "--device cuda: no CUDA device is available"),
+    (["--device", "cuda:3"], "--device cuda:3"),
+])
+def test_command_line_errors_are_one_line(flags, needle, window_dir, tmp_path, capsys):
+    if torch.cuda.is_available() and "cuda" in " ".join(flags):
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(SystemExit) as e:
+        pretrain_vitaldb_ssl(["--config", str(ROOT / "params.yaml"), "--data-dir", str(window_dir),
+                              "--output-dir", str(tmp_path / "o"), *flags])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and needle in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_grad_scaler_state_is_saved_and_resumed(tiny_cfg, tmp_path):
+    """The loss scale of fp16 training survives a resume (a CPU GradScaler stands in for the CUDA one)."""
+    from vitalssl.ssl.resume import RunKey, load_or_start, save_state
+    from vitalssl.ssl.train import build_optimizer
+
+    cfg = tiny_cfg()
+    model = MaskedTTM(cfg.model)
+    opt = build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    scaler.scale(torch.ones(()))  # the scale exists once used
+    scaler.update(new_scale=2.0 ** 7)
+    key = RunKey.of(config={"a": 1}, code="c", data="d", world_size=1)
+    ckpt = {"epoch": 2, "encoder_state_dict": model.encoder.state_dict(),
+            "decoder_state_dict": model.decoder.state_dict(), "optimizer_state_dict": opt.state_dict(),
+            "best_val_loss": 0.5}
+    save_state(tmp_path, ckpt, [{"epoch": 1}, {"epoch": 2}, {"epoch": 3}], key, scaler)
+    fresh = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+    progress = load_or_start(tmp_path, key, "auto", MaskedTTM(cfg.model), opt, fresh, "cpu", log=lambda s: None)
+    assert progress.start_epoch == 3 and fresh.get_scale() == 2.0 ** 7

@@ -10,7 +10,7 @@ from torch import nn
 from tsfm_public.models.tinytimemixer import TinyTimeMixerConfig, TinyTimeMixerModel
 
 from .config import ModelConfig
-from .masking import sample_mask
+from .masking import sample_mask, unpatchify
 
 
 def ttm_config(cfg: ModelConfig) -> TinyTimeMixerConfig:
@@ -72,8 +72,7 @@ class MaskedTTM(nn.Module):
 
     def decode(self, z: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """Latents ``[B, C, N, D]`` -> reconstruction ``[B, C, L]`` in input units."""
-        B, C, N, _ = z.shape
-        y = self.decoder(z).reshape(B, C, N * self.cfg.patch_length)
+        y = unpatchify(self.decoder(z))
         return y * scale.transpose(1, 2) + loc.transpose(1, 2)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

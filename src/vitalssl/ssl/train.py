@@ -196,7 +196,7 @@ def load_windows(cfg: PretrainConfig, data_dir: Path) -> tuple[WindowDataset, Wi
 
 def pretrain(cfg: PretrainConfig, data_dir: Path, output_dir: Path, work_dir: Path, *, resume: str = "auto",
              keep_state: bool = False, progress: bool = True, log=print) -> dict:
-    """Train, write the guide's outputs to ``output_dir``; returns ``{"history", "summary", "model", "rank", ...}``.
+    """Train, write the guide's outputs to ``output_dir``; returns ``{"history", "summary", "model", "rank"}``.
 
     ``resume``: a policy of :mod:`vitalssl.ssl.resume` (``auto``, ``require``, ``fresh``). The work
     directory is removed once the outputs are published, unless ``keep_state`` (the caller still
@@ -293,8 +293,7 @@ def _pretrain(cfg, data_dir, output_dir, work_dir, resume, keep_state, progress,
         log(f"Done: best val loss {summary['best']['val_loss']:.4f} at epoch {summary['best']['epoch']}; val MSM "
             f"{summary['best']['val_msm']:.4f} vs zero-fill {zero_fill:.4f}; outputs in {output_dir}")
     barrier(world)
-    return {"history": history, "summary": summary, "best_val_loss": best_val, "model": model, "rank": rank,
-            "world_size": world}
+    return {"history": history, "summary": summary, "model": model, "rank": rank}
 
 
 def save_epoch(work_dir, model, optimizer, cfg, epoch, best_val, entry, ctx, history, key, zero_fill,
