@@ -37,7 +37,7 @@ def test_gaps_come_back_as_nan(tmp_path):
 
 @pytest.mark.parametrize("bad,reason", [
     ("missing_ppg", "missing_track"), ("all_nan", "all_nan"), ("wrong_srate", "wrong_srate"),
-    ("corrupt", "unreadable"), ("truncated", "unreadable"), ("absent", "unknown_case"),
+    ("corrupt", "unreadable"), ("truncated", "truncated"), ("absent", "unknown_case"),
 ])
 def test_bad_inputs_raise_case_error_with_reason(tmp_path, bad, reason):
     path = tmp_path / "9.vital"
@@ -65,7 +65,7 @@ def test_bad_inputs_raise_case_error_with_reason(tmp_path, bad, reason):
 
 def test_corrupt_gzip_payload_is_unreadable(tmp_path):
     path = tmp_path / "3.vital"
-    path.write_bytes(gzip.compress(b"VITA" + b"\x00" * 7))
+    path.write_bytes(gzip.compress(b"VITA" + b"\x00" * 6))  # a whole header, then no packet
     with pytest.raises(CaseError) as e:
         read_case(path, 3, **TRACKS)
     assert e.value.reason == "unreadable"
