@@ -98,6 +98,11 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
     print(f"build-windows {split}: {report['cases_read']}/{report['cases_total']} cases read, "
           f"{report['windows_kept']}/{report['windows_total']} windows kept; rejected by criterion "
           f"{report['rejected_by_criterion']}; failed cases {report['cases_failed_by_reason']}")
+    for f in report["failed_cases"]:
+        print(f"build-windows {split}: case {f['caseid']} skipped: {f['reason']}: {f['detail']}")
+    for c in report["cases_without_windows_list"]:
+        why = "shorter than one window" if c["windows"] == 0 else f"all {c['windows']} windows rejected by the gate"
+        print(f"build-windows {split}: case {c['caseid']} ({c['duration_s']:g} s) gave no window: {why}")
     if metrics_path is not None:
         metrics_path = Path(metrics_path)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
