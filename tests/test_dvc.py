@@ -108,3 +108,21 @@ def test_user_commands(repo):
     sh(repo, "dvc", "plots", "diff", "-o", "plots_out")
     html = (repo / "plots_out" / "index.html").read_text()
     assert "val_loss" in html and "val_msm" in html
+
+
+@pytest.mark.parametrize("setting,message", [
+    ("mask_type=foo", "error: invalid param `mask_type (--mask-type)`: 'foo' is not random or block"),
+    ("windows.stride_s=0", "error: invalid param `windows.stride_s`: must be > 0"),
+])
+def test_bad_exp_run_setting_ends_in_one_line(repo, setting, message):
+    if not (repo / "metrics" / "pretrain.json").exists():
+        sh(repo, "dvc", "repro")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run(["dvc", "exp", "run", "-S", setting], cwd=repo, capture_output=True, text=True, env=env)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out
+    assert [ln for ln in out.splitlines() if ln.startswith("error: ")] == [message], out
+    # the failed experiment's setting is reverted and every output comes back from DVC's cache
+    sh(repo, "git", "checkout", "--", "params.yaml")
+    sh(repo, "dvc", "checkout")
+    assert "Data and pipelines are up to date" in sh(repo, "dvc", "status")
