@@ -476,6 +476,12 @@ def _(env):
     return r, r.err, ["splits.case_set", "'nosuch'"]
 
 
+@row("build-windows without --split")
+def _(env):
+    r = env.ttm("build-windows", "--params", env.data_params(), "--split-file", env.split_file())
+    return r, r.err, ["ttm-vitaldb build-windows", "--split"]
+
+
 @row("missing split file")
 def _(env):
     r = env.ttm("build-windows", "--params", env.data_params(), "--split-file", env.root / "none.json",
@@ -520,6 +526,8 @@ def _(env):
     (["--patch-size", "100"], ["--patch-size", "1250"]),
     (["--channels", "PPG", "ABP"], ["--channels", "ABP"]),
     (["--epochs", "0"], ["--epochs", ">= 1"]),
+    (["--mask-type", "foo"], ["--mask-type", "invalid choice: 'foo'"]),
+    (["--epochs", "2.5"], ["--epochs", "invalid int value: '2.5'"]),
 ])
 def test_out_of_range_flags_name_the_flag(flags, names, shared, tmp_path, capsys, monkeypatch):
     quiet_progress_bars(monkeypatch)

@@ -64,12 +64,15 @@ def read_clinical(path: Path, notes: Optional[list] = None) -> dict[int, str]:
     it is an error naming the rows. Rows with an empty case or subject id are skipped (noted).
     """
     path = Path(path)
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"caseid", "subjectid"} <= set(reader.fieldnames):
-            raise ValueError(f"clinical table {path} needs columns caseid and subjectid, has "
-                             f"{sorted(reader.fieldnames or [])}")
-        rows = [(reader.line_num, r) for r in reader]
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not {"caseid", "subjectid"} <= set(reader.fieldnames):
+                raise ValueError(f"clinical table {path} needs columns caseid and subjectid, has "
+                                 f"{sorted(reader.fieldnames or [])}")
+            rows = [(reader.line_num, r) for r in reader]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"clinical table {path} is not a readable CSV file: {e}") from e
     out: dict[int, str] = {}
     row_of: dict[int, list[int]] = {}
     skipped = []

@@ -6,6 +6,7 @@ An interrupt (Ctrl-C) ends with ``error: interrupted`` and exit code 130. Set
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from functools import wraps
@@ -33,3 +34,11 @@ def one_line_errors(fn):
             print("error: interrupted", file=sys.stderr)
             sys.exit(130)
     return run
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """``argparse`` that reports a bad flag in the same one line (not the whole usage), exit status 2."""
+
+    def error(self, message: str):
+        print(f"error: {self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
