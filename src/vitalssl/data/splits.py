@@ -96,8 +96,8 @@ def split_cases_of(doc, split: str, path) -> list[tuple[int, Optional[str]]]:
     """
     if not isinstance(doc, dict):
         raise ValueError(f"split file {path}: not a splits document (a JSON object with train/val/test)")
-    names = [k for k in SPLITS if k in doc]
-    if split not in doc or not isinstance(doc[split], dict):
+    names = [k for k in SPLITS if k in doc] + ([split] if split not in SPLITS else [])
+    if split not in doc or not isinstance(doc[split], dict) or split == "provenance":
         raise ValueError(f"split {split!r} not in {path} (has: {', '.join(k for k in doc if k != 'provenance')})")
     seen: dict[int, str] = {}
     for name in names:
