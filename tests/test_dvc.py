@@ -112,7 +112,8 @@ def test_user_commands(repo):
 
 @pytest.mark.parametrize("setting,message", [
     ("mask_type=foo", "error: invalid param `mask_type (--mask-type)`: 'foo' is not random or block"),
-    ("windows.stride_s=0", "error: invalid param `windows.stride_s`: must be > 0"),
+    ("windows.stride_s=0", "error: invalid param `windows.stride_s`: must be > 0 and a whole number of samples at "
+                           "target_srate"),
 ])
 def test_bad_exp_run_setting_ends_in_one_line(repo, setting, message):
     if not (repo / "metrics" / "pretrain.json").exists():
