@@ -609,7 +609,7 @@ def _(env):
     shutil.copytree(env.shared["state"], work)
     _cut(work / "state.pt")
     cut = (work / "state.pt").read_bytes()
-    r = env.pretrain()
+    r = env.pretrain("--epochs", "1")
     [aside] = list(work.glob("state.pt.corrupt-*"))
     assert aside.read_bytes() == cut  # kept, whole, after the finished run
     assert (env.root / "out" / "best_model.pt").exists()
@@ -628,7 +628,7 @@ def _(env):
 @row("state of another run, run again without flags", code=0)
 def _(env):
     shutil.copytree(env.shared["state"], env.root / ".out.resume")
-    r = env.pretrain(params=env.pretrain_params(mask_ratio=0.6))
+    r = env.pretrain(params=env.pretrain_params(mask_ratio=0.6, epochs=1))
     lines = [ln for ln in r.out.splitlines() if "another run" in ln]
     assert len(lines) == 1
     return r, lines[0], ["state.pt", "differs in: config", "discarding it and starting fresh"]
@@ -653,7 +653,7 @@ def _(env):
 @row("--fresh discards a state on purpose, saying so", code=0)
 def _(env):
     shutil.copytree(env.shared["state"], env.root / ".out.resume")
-    r = env.pretrain("--fresh")
+    r = env.pretrain("--fresh", "--epochs", "1")
     return r, r.out, ["--fresh: discarding the resumable state", ".out.resume"]
 
 
