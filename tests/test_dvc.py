@@ -110,12 +110,9 @@ def test_user_commands(repo):
     assert "val_loss" in html and "val_msm" in html
 
 
-@pytest.mark.parametrize("setting,message", [
-    ("mask_type=foo", "error: invalid param `mask_type (--mask-type)`: 'foo' is not random or block"),
-    ("windows.stride_s=0", "error: invalid param `windows.stride_s`: must be > 0 and a whole number of samples at "
-                           "target_srate"),
-])
-def test_bad_exp_run_setting_ends_in_one_line(repo, setting, message):
+def test_bad_exp_run_setting_ends_in_one_line(repo):
+    """One end-to-end check; tests/test_bad_inputs.py runs every other bad setting through the stages in-process."""
+    setting, message = "mask_type=foo", "error: invalid param `mask_type (--mask-type)`: 'foo' is not random or block"
     if not (repo / "metrics" / "pretrain.json").exists():
         sh(repo, "dvc", "repro")
     params = (repo / "params.yaml").read_text()
