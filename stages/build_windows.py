@@ -1,16 +1,15 @@
 """Stage `build-windows`: gated, normalised windows of one split (params: data, windows)."""
 
-import argparse
 from pathlib import Path
 
 from vitalssl.entry.data_stages import data_config, run_build_windows, window_config
-from vitalssl.entry.errors import one_line_errors
+from vitalssl.entry.errors import ArgumentParser, one_line_errors
 from vitalssl.entry.params import load_params
 
 
 @one_line_errors
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--split", required=True)
     ap.add_argument("--split-file", required=True)
     ap.add_argument("--outdir", required=True)

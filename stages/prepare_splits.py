@@ -1,16 +1,15 @@
 """Stage `prepare-splits`: subject-disjoint case splits (params: data, splits)."""
 
-import argparse
 from pathlib import Path
 
 from vitalssl.entry.data_stages import data_config, run_prepare_splits, split_config
-from vitalssl.entry.errors import one_line_errors
+from vitalssl.entry.errors import ArgumentParser, one_line_errors
 from vitalssl.entry.params import load_params
 
 
 @one_line_errors
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True, help="splits JSON to write")
     args = ap.parse_args()
     params = load_params()

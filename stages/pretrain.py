@@ -3,17 +3,16 @@
 Re-running after an interruption resumes from the last completed epoch.
 """
 
-import argparse
 from pathlib import Path
 
-from vitalssl.entry.errors import one_line_errors
+from vitalssl.entry.errors import ArgumentParser, one_line_errors
 from vitalssl.entry.params import load_params
 from vitalssl.entry.pretrain_stage import pretrain_config, run_pretrain
 
 
 @one_line_errors
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
+    ap = ArgumentParser(description=__doc__)
     ap.add_argument("--data-dir", required=True)
     ap.add_argument("--output-dir", required=True)
     ap.add_argument("--work-dir", required=True, help="resumable state; must not be a DVC output")

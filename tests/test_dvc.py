@@ -133,3 +133,19 @@ def test_an_edit_to_an_imported_module_makes_its_stages_stale(repo, module, stag
                                                              if isinstance(c, dict))} >= stages, status
     assert set(status) & {"demo", "prepare-splits", "build-windows@train", "build-windows@val", "pretrain"} == \
         stages, status
+
+
+def test_bad_exp_run_setting_ends_in_one_line(repo):
+    """One end-to-end check; tests/test_bad_inputs.py runs every other bad setting through the stages in-process."""
+    setting, message = "mask_type=foo", "error: invalid param `mask_type (--mask-type)`: 'foo' is not random or block"
+    if not (repo / "metrics" / "pretrain.json").exists():
+        sh(repo, "dvc", "repro")
+    params = (repo / "params.yaml").read_text()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    try:
+        r = subprocess.run(["dvc", "exp", "run", "-S", setting], cwd=repo, capture_output=True, text=True, env=env)
+    finally:
+        (repo / "params.yaml").write_text(params)
+    out = r.stdout + r.stderr
+    assert r.returncode != 0 and "Traceback" not in out
+    assert [ln for ln in out.splitlines() if ln.startswith("error: ")] == [message], out

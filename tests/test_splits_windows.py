@@ -139,8 +139,8 @@ def test_bad_cases_are_reported_and_skipped(tmp_path, wcfg):
     cases = [(c, None) for c in (1, 2, 3, 4, 5, 6)]                  # 6: unknown case id
     report = build_split(src, cases, wcfg, tmp_path / "out", "train", progress=False)
     assert report["cases_read"] == 1 and report["cases_failed"] == 5
-    assert report["cases_failed_by_reason"] == {"missing_track": 1, "unreadable": 2, "wrong_srate": 1,
-                                                "unknown_case": 1}
+    assert report["cases_failed_by_reason"] == {"missing_track": 1, "unreadable": 1, "truncated": 1,
+                                                "wrong_srate": 1, "unknown_case": 1}
     assert {f["caseid"] for f in report["failed_cases"]} == {2, 3, 4, 5, 6}
     assert np.load(tmp_path / "out" / "train_windows.npy").shape == (4, 2, 1250)
 

@@ -237,7 +237,7 @@ def test_every_guide_flag_maps_onto_the_config():
     argv = ["--config", str(ROOT / "params.yaml"), "--data-dir", "d", "--output-dir", "o", "--channels", "ECG",
             "--train-file", "t.npy", "--val-file", "v.npy", "--mask-ratio", "0.6", "--mask-type", "block",
             "--epochs", "7", "--batch-size", "32", "--lr", "1e-3", "--weight-decay", "0.05", "--warmup-epochs", "2",
-            "--context-length", "1000", "--patch-size", "100", "--device", "cpu", "--num-workers", "2", "--no-amp",
+            "--context-length", "1100", "--patch-size", "100", "--device", "cpu", "--num-workers", "2", "--no-amp",
             "--gradient-clip", "0.5", "--stft-weight", "0.1", "--log-interval", "5", "--save-interval", "3",
             "--fast", "--seed", "1"]
     cfg = config_from_args(pretrain_parser().parse_args(argv))
@@ -247,7 +247,7 @@ def test_every_guide_flag_maps_onto_the_config():
         (32, 1e-3, 0.05, 2, "cpu", 2)
     assert (cfg.amp, cfg.gradient_clip, cfg.stft_weight, cfg.log_interval, cfg.save_interval, cfg.fast, cfg.seed) == \
         (False, 0.5, 0.1, 5, 3, True, 1)
-    assert (cfg.model.context_length, cfg.model.patch_length, cfg.model.num_input_channels) == (1000, 100, 1)
+    assert (cfg.model.context_length, cfg.model.patch_length, cfg.model.num_input_channels) == (1100, 100, 1)
 
 
 @pytest.mark.parametrize("flags,names", [

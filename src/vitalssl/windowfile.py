@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -51,25 +52,23 @@ def resolve_data_file(data_dir: Path, name: str, flag: str) -> Path:
 
 
 class WindowDataset(Dataset):
-    """Windows ``[C_sel, L]`` of the chosen channels; ``dataset[list_of_indices]`` gives a batch."""
+    """Windows ``[C_sel, L]`` of the chosen channels; ``dataset[list_of_indices]`` gives a batch.
+
+    Opening checks the file once: a float32 ``[N, C, L]`` array that is whole on disk,
+    channel names that match it, and finite values in every window that will be used
+    (a streaming pass over the memory map). A file that fails is named with the flag
+    that chose it and, for a non-finite value, the first bad window's index.
+    """
 
     def __init__(self, path: Path, channels: tuple, limit: int | None = None, flag: str = "--train-file"):
         path = Path(path)
-        if path.suffix == ".npz":
-            with np.load(path) as z:
-                key = "windows" if "windows" in z.files else ("X" if "X" in z.files else None)
-                if key is None:
-                    raise ValueError(f"{path}: an .npz needs an array named 'windows' (or 'X'); has {z.files}")
-                self.x = z[key]
-                names = tuple(str(c) for c in z["channels"]) if "channels" in z.files else CHANNELS
-        else:
-            self.x = np.load(path, mmap_mode="r")
-            side = path.with_suffix(".json")
-            names = tuple(json.loads(side.read_text())["channels"]) if side.exists() else CHANNELS
+        self.x, names = _open_windows(path, flag)
         if self.x.ndim != 3 or self.x.dtype != np.float32:
-            raise ValueError(f"{path}: expected float32 [N, C, L] windows, got {self.x.dtype} {list(self.x.shape)}")
+            raise ValueError(f"{flag} {path}: expected float32 [N, C, L] windows, got {self.x.dtype} "
+                             f"{list(self.x.shape)}")
         if len(names) != self.x.shape[1]:
-            raise ValueError(f"{path}: {self.x.shape[1]} channels in the array but {len(names)} channel names")
+            raise ValueError(f"{flag} {path}: {self.x.shape[1]} channels in the array but {len(names)} channel "
+                             f"names ({', '.join(names)})")
         missing = [c for c in channels if c not in names]
         if missing:
             raise ValueError(f"--channels: {', '.join(missing)} not in {path.name} (has {', '.join(names)})")
@@ -78,6 +77,7 @@ class WindowDataset(Dataset):
         self.n = len(self.x) if limit is None else min(limit, len(self.x))
         if self.n == 0:
             raise ValueError(f"{flag}: {path} holds no windows")
+        check_finite(self.x, self.n, self.channel_idx, names, f"{flag} {path}")
 
     @property
     def length(self) -> int:
@@ -94,6 +94,51 @@ class WindowDataset(Dataset):
             block[order] = self.x[idx[order]][:, self.channel_idx]
             return torch.from_numpy(block)
         return torch.from_numpy(np.array(self.x[idx][self.channel_idx], dtype=np.float32))
+
+
+def _open_windows(path: Path, flag: str) -> tuple[np.ndarray, tuple]:
+    """The array of a ``.npy`` (memory-mapped) or ``.npz`` window file and its channel names."""
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                key = "windows" if "windows" in z.files else ("X" if "X" in z.files else None)
+                if key is None:
+                    raise ValueError(f"{flag} {path}: an .npz needs an array named 'windows' (or 'X'); has {z.files}")
+                x = z[key]
+                names = tuple(str(c) for c in z["channels"]) if "channels" in z.files else CHANNELS
+            return x, names
+        x = np.load(path, mmap_mode="r")
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"{flag} {path}: cannot read it as a window file (truncated or corrupt?): "
+                         f"{type(e).__name__}: {e}") from e
+    if not isinstance(x, np.ndarray):
+        raise ValueError(f"{flag} {path}: holds no plain array (an .npy of {type(x).__name__})")
+    side = path.with_suffix(".json")
+    if not side.exists():
+        return x, CHANNELS
+    try:
+        names = json.loads(side.read_text())["channels"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{flag} {side}: the window file's sidecar has no readable 'channels' list "
+                         f"({type(e).__name__}: {e})") from e
+    return x, tuple(str(c) for c in names)
+
+
+def check_finite(x: np.ndarray, n: int, channel_idx: list, names: tuple, what: str, block: int = 256) -> None:
+    """Fail naming the first of windows ``x[:n]`` with a non-finite value in the chosen channels.
+
+    Reads ``block`` windows at a time, so memory stays flat over a memory-mapped file.
+    """
+    for i in range(0, n, block):
+        part = np.asarray(x[i:min(i + block, n)])[:, channel_idx]
+        ok = np.isfinite(part).all(axis=-1)  # [b, C_sel]
+        if not ok.all():
+            w, c = (int(v[0]) for v in np.nonzero(~ok))
+            raise ValueError(f"{what}: window {i + w} holds a non-finite value (NaN or inf) in channel "
+                             f"{names[channel_idx[c]]}; window files must hold finite values only (rebuild it "
+                             f"with build-windows)")
 
 
 class EpochBatchSampler(Sampler):

@@ -29,7 +29,7 @@ class DemoConfig:
     """Synthetic demo cases (param section `demo`)."""
     n_cases: int
     n_subjects: int
-    duration_s: tuple          # (min, max) seconds per case
+    duration_s: tuple[float, float]  # (min, max) seconds per case
     fault_rate_per_min: float  # expected number of faults per minute of recording
     seed: int
     case_set: str              # case ids are taken from this vitaldb.caseids_* set
@@ -68,8 +68,8 @@ class FilterConfig:
     """Zero-phase band-pass filters, as second-order sections."""
     type: str                  # butter | cheby2 | bessel
     order: int
-    ppg_band: tuple            # Hz
-    ecg_band: tuple            # Hz
+    ppg_band: tuple[float, float]  # Hz
+    ecg_band: tuple[float, float]  # Hz
 
     def __post_init__(self):
         check(self.type in ("butter", "cheby2", "bessel"), "windows.filter.type",
@@ -88,9 +88,9 @@ class GateConfig:
     flat_eps: float            # "unchanged" tolerance, raw units
     max_clip_frac: float       # fraction of samples stuck at the window's extreme values
     clip_tol: float            # closeness to the extreme, as a fraction of the range
-    ppg_amp_range: tuple       # robust peak-to-peak of filtered PPG, raw units
-    ecg_amp_range: tuple       # robust peak-to-peak of filtered ECG, mV
-    hr_range: tuple            # bpm
+    ppg_amp_range: tuple[float, float]  # robust peak-to-peak of filtered PPG, raw units
+    ecg_amp_range: tuple[float, float]  # robust peak-to-peak of filtered ECG, mV
+    hr_range: tuple[float, float]  # bpm
     min_beats: int             # per channel and window
     max_ibi_cv: float          # beat-to-beat interval coefficient of variation
     max_hr_diff: float         # |HR_PPG - HR_ECG|, bpm
@@ -114,7 +114,7 @@ class WindowConfig:
     """Window building (param section `windows`)."""
     ppg_track: str
     ecg_track: str
-    label_tracks: dict         # label name -> numeric track name
+    label_tracks: dict[str, str]  # label name -> numeric track name
     native_srate: float        # Hz the waveform tracks must have
     target_srate: int          # Hz after resampling
     window_s: float

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import csv
+import re
 import time
 from pathlib import Path
 from typing import Optional
@@ -36,43 +37,121 @@ def case_set_ids(name: str) -> Optional[set[int]]:
     return set(getattr(vitaldb, attr))
 
 
-def read_clinical(path: Path) -> dict[int, str]:
-    """caseid -> subjectid from a clinical table CSV (VitalDB's ``cases`` table layout)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if rows and not {"caseid", "subjectid"} <= set(rows[0]):
-        raise ValueError(f"clinical table {path} needs columns caseid and subjectid, has {sorted(rows[0])}")
-    out = {}
-    for r in rows:
-        if r["caseid"] and r["subjectid"]:
-            out[int(float(r["caseid"]))] = str(int(float(r["subjectid"])))
+def _case_id(text: str) -> Optional[int]:
+    """A case id written as an integer (``3``, ``0003``, or ``3.0`` as pandas writes a column with gaps)."""
+    try:
+        v = float(text)
+    except ValueError:
+        return None
+    return int(v) if v.is_integer() and v >= 0 else None
+
+
+def _subject_label(text: str) -> str:
+    """Subject ids are opaque labels; a number written as ``12.0`` reads as ``12``, anything else as written."""
+    try:
+        v = float(text)
+    except ValueError:
+        return text
+    return str(int(v)) if v.is_integer() else text
+
+
+def read_clinical(path: Path, notes: Optional[list] = None) -> dict[int, str]:
+    """caseid -> subjectid from a clinical table CSV (VitalDB's ``cases`` table layout).
+
+    Subject ids are opaque labels (``S-501`` is fine); a case id must be an integer, and a
+    row that breaks that is an error naming the file, row and column. A case listed twice
+    with the same subject is kept once (with a line in ``notes``); with different subjects
+    it is an error naming the rows. Rows with an empty case or subject id are skipped (noted).
+    """
+    path = Path(path)
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or not {"caseid", "subjectid"} <= set(reader.fieldnames):
+                raise ValueError(f"clinical table {path} needs columns caseid and subjectid, has "
+                                 f"{sorted(reader.fieldnames or [])}")
+            rows = [(reader.line_num, r) for r in reader]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise ValueError(f"clinical table {path} is not a readable CSV file: {e}") from e
+    out: dict[int, str] = {}
+    row_of: dict[int, list[int]] = {}
+    skipped = []
+    for line, r in rows:
+        case_text, subj_text = (r["caseid"] or "").strip(), (r["subjectid"] or "").strip()
+        if not case_text or not subj_text:
+            skipped.append(line)
+            continue
+        caseid = _case_id(case_text)
+        if caseid is None:
+            raise ValueError(f"clinical table {path}, line {line}, column caseid: {case_text!r} is not a case id "
+                             f"(a non-negative integer)")
+        subject = _subject_label(subj_text)
+        if caseid in out and out[caseid] != subject:
+            first = row_of[caseid][0]
+            raise ValueError(f"clinical table {path}: case {caseid} is listed with different subjects: line "
+                             f"{first} subjectid {out[caseid]!r}, line {line} subjectid {subject!r}; fix the table")
+        out[caseid] = subject
+        row_of.setdefault(caseid, []).append(line)
+    if notes is not None:
+        repeated = {c: lines for c, lines in row_of.items() if len(lines) > 1}
+        if repeated:
+            listed = "; ".join(f"case {c} (lines {', '.join(map(str, ls))})" for c, ls in sorted(repeated.items()))
+            notes.append(f"clinical table {path}: {len(repeated)} case(s) listed more than once with the same "
+                         f"subject, kept once: {listed}")
+        if skipped:
+            notes.append(f"clinical table {path}: {len(skipped)} row(s) without a caseid or subjectid skipped "
+                         f"(lines {_short_list(skipped)})")
     return out
 
 
+def _short_list(items: list, n: int = 10) -> str:
+    shown = ", ".join(str(i) for i in items[:n])
+    return shown + (f" and {len(items) - n} more" if len(items) > n else "")
+
+
 class LocalSource:
-    """A directory of ``<caseid>.vital`` files (``local`` and ``demo``)."""
+    """A directory of ``<caseid>.vital`` files (``local`` and ``demo``).
+
+    The directory is listed once: ``0003.vital`` is case 3 (the PhysioNet mirror's
+    layout); two files for one case id (``3.vital`` and ``0003.vital``) are refused;
+    ``.vital`` files whose names are not case ids are kept in ``ignored``.
+    """
 
     def __init__(self, name: str, directory: Path, clinical_csv: Optional[Path]):
         self.name, self.dir = name, Path(directory)
         self.clinical_csv = Path(clinical_csv) if clinical_csv else None
+        self.notes: list[str] = []
+        param = "data.demo_dir" if name == "demo" else "data.local_dir"
         if not self.dir.is_dir():
-            hint = " (run `dvc repro demo` first)" if name == "demo" else " (param data.local_dir)"
-            raise FileNotFoundError(f"case directory {self.dir} does not exist{hint}")
-        if self.clinical_csv is not None and not self.clinical_csv.exists():
+            hint = " (run `dvc repro demo` first)" if name == "demo" else ""
+            raise FileNotFoundError(f"case directory {self.dir} (param {param}) does not exist{hint}")
+        if self.clinical_csv is not None and not self.clinical_csv.is_file():
             raise FileNotFoundError(f"clinical table {self.clinical_csv} (param data.clinical_csv) not found")
+        files: dict[int, list[Path]] = {}
+        self.ignored: list[str] = []
+        for p in sorted(self.dir.glob("*.vital")):
+            if re.fullmatch(r"[0-9]+", p.stem):
+                files.setdefault(int(p.stem), []).append(p)
+            else:
+                self.ignored.append(p.name)
+        clash = {c: ps for c, ps in files.items() if len(ps) > 1}
+        if clash:
+            listed = "; ".join(f"case {c}: {', '.join(p.name for p in ps)}" for c, ps in sorted(clash.items()))
+            raise ValueError(f"case directory {self.dir} (param {param}) holds several files for one case id "
+                             f"({listed}); keep one file per case")
+        self.paths = {c: ps[0] for c, ps in files.items()}
+        if self.ignored:
+            self.notes.append(f"{len(self.ignored)} file(s) in {self.dir} ignored: their names are not "
+                              f"<caseid>.vital: {_short_list(self.ignored)}")
 
     def available(self) -> list[int]:
-        ids = []
-        for p in self.dir.glob("*.vital"):
-            if p.stem.isdigit():
-                ids.append(int(p.stem))
-        return sorted(ids)
+        return sorted(self.paths)
 
     def subjects(self) -> Optional[dict[int, str]]:
-        return read_clinical(self.clinical_csv) if self.clinical_csv else None
+        return read_clinical(self.clinical_csv, self.notes) if self.clinical_csv else None
 
     def case_path(self, caseid: int) -> Path:
-        return self.dir / f"{caseid}.vital"
+        return self.paths.get(caseid, self.dir / f"{caseid}.vital")
 
 
 class VitalDBSource:
@@ -82,6 +161,7 @@ class VitalDBSource:
 
     def __init__(self, cache_dir: Path, retries: int, case_set: Optional[set[int]]):
         self.dir, self.retries, self.case_set = Path(cache_dir), retries, case_set
+        self.notes: list[str] = []
         self.dir.mkdir(parents=True, exist_ok=True)
 
     def _retry(self, what: str, fn):
@@ -111,7 +191,7 @@ class VitalDBSource:
         return sorted(read_clinical(self._clinical_path()))
 
     def subjects(self) -> dict[int, str]:
-        return read_clinical(self._clinical_path())
+        return read_clinical(self._clinical_path(), self.notes)
 
     def case_path(self, caseid: int) -> Path:
         path = self.dir / f"{caseid}.vital"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Optional
 
 import numpy as np
@@ -34,6 +35,9 @@ def split_cases(caseids: list[int], subject_of: Optional[dict[int, str]], cfg: S
     Cases without a subject id (no clinical table, or not in it) are their own
     group; the result lists them under ``case_level_cases``.
     """
+    dup = sorted(c for c, k in Counter(caseids).items() if k > 1)
+    if dup:
+        raise ValueError(f"case id(s) listed more than once: {', '.join(map(str, dup))}")
     subject_of = subject_of or {}
     groups: dict[str, list[int]] = {}
     case_level = []
@@ -82,3 +86,35 @@ def splits_document(caseids, subject_of, cfg: SplitConfig, source: str) -> tuple
         **body,
     }
     return doc, json.dumps(doc, indent=1, sort_keys=True) + "\n"
+
+
+def split_cases_of(doc, split: str, path) -> list[tuple[int, Optional[str]]]:
+    """``[(caseid, subjectid)]`` of ``split`` in a splits document read from ``path``, checked first.
+
+    A split file edited by hand (or from another tool) is refused, naming the file, when a
+    split is missing or malformed, a case id appears twice in a split, or a case is in two splits.
+    """
+    if not isinstance(doc, dict):
+        raise ValueError(f"split file {path}: not a splits document (a JSON object with train/val/test)")
+    names = [k for k in SPLITS if k in doc] + ([split] if split not in SPLITS else [])
+    if split not in doc or not isinstance(doc[split], dict) or split == "provenance":
+        raise ValueError(f"split {split!r} not in {path} (has: {', '.join(k for k in doc if k != 'provenance')})")
+    seen: dict[int, str] = {}
+    for name in names:
+        part = doc[name]
+        ids = part.get("caseids") if isinstance(part, dict) else None
+        subj = part.get("subjectids") if isinstance(part, dict) else None
+        if not isinstance(ids, list) or not isinstance(subj, list) or len(ids) != len(subj) or \
+                not all(isinstance(c, int) and not isinstance(c, bool) for c in ids):
+            raise ValueError(f"split file {path}: split {name!r} needs lists caseids (integers) and subjectids "
+                             f"of the same length")
+        dup = sorted(c for c, k in Counter(ids).items() if k > 1)
+        if dup:
+            raise ValueError(f"split file {path}: split {name!r} lists case id(s) more than once: "
+                             f"{', '.join(map(str, dup))}")
+        both = sorted(c for c in ids if c in seen)
+        if both:
+            raise ValueError(f"split file {path}: case id(s) {', '.join(map(str, both))} are in both split "
+                             f"{seen[both[0]]!r} and split {name!r}")
+        seen.update({c: name for c in ids})
+    return list(zip(doc[split]["caseids"], doc[split]["subjectids"]))

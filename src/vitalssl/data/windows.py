@@ -37,6 +37,7 @@ class CaseWindows:
     fails: dict                         # criterion -> [M] bool
     error: CaseError | None = None
     label_names: tuple = field(default_factory=tuple)
+    duration_s: float = 0.0             # length of the case's waveforms, s
 
     @property
     def kept(self) -> np.ndarray:
@@ -102,7 +103,7 @@ def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseW
             row[f"label_{k}"] = float(seg.mean()) if len(seg) else np.nan
         meta.append(row)
     windows = np.stack(kept_w) if kept_w else np.zeros((0, 2, L), np.float32)
-    return CaseWindows(caseid, windows, meta, starts / fs, fails, None, labels)
+    return CaseWindows(caseid, windows, meta, starts / fs, fails, None, labels, len(sig.ppg) / cfg.native_srate)
 
 
 def _work(args):
@@ -135,6 +136,7 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
     L = cfg.window_len
     report = {"split": split, "cases_total": len(cases), "cases_read": 0, "cases_failed": 0,
               "cases_failed_by_reason": {}, "failed_cases": [], "cases_without_windows": 0,
+              "cases_without_windows_list": [],
               "windows_total": 0, "windows_kept": 0, "windows_rejected": 0,
               "rejected_by_criterion": {c: 0 for c in CRITERIA}}
     npy = NpyAppender(out_dir / f"{split}_windows.npy", (2, L))
@@ -168,6 +170,8 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
                 report["rejected_by_criterion"][c] += int(res.fails[c].sum())
             if len(res.windows) == 0:
                 report["cases_without_windows"] += 1
+                report["cases_without_windows_list"].append(
+                    {"caseid": res.caseid, "duration_s": round(res.duration_s, 3), "windows": len(res.starts_s)})
             npy.append(res.windows)
             for row in res.meta:
                 writer.writerow([_fmt(row[k]) for k in META_COLUMNS + label_cols])

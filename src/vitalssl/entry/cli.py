@@ -10,7 +10,7 @@ import argparse
 from pathlib import Path
 
 from ..config import merge
-from .errors import one_line_errors
+from .errors import ArgumentParser, one_line_errors
 from .params import load_params, load_yaml, section
 
 
@@ -22,7 +22,7 @@ def ttm_vitaldb(argv=None) -> None:
     from ..data.config import WindowConfig
     from .data_stages import data_config, run_build_windows, run_prepare_splits, split_config
 
-    ap = argparse.ArgumentParser(prog="ttm-vitaldb", description="VitalDB splits and windows (outside DVC)")
+    ap = ArgumentParser(prog="ttm-vitaldb", description="VitalDB splits and windows (outside DVC)")
     sub = ap.add_subparsers(dest="command", required=True)
     ps = sub.add_parser("prepare-splits", help="subject-disjoint train/val/test case splits")
     ps.add_argument("--params", default="params.yaml", help="params file giving the defaults")
@@ -61,7 +61,7 @@ def ttm_vitaldb(argv=None) -> None:
 # --------------------------------------------------------------------------- pretrain-vitaldb-ssl
 
 def pretrain_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="pretrain-vitaldb-ssl",
+    ap = ArgumentParser(prog="pretrain-vitaldb-ssl",
                                  description="Masked-signal-model pretraining of a TinyTimeMixer encoder")
     a = ap.add_argument
     a("--config", default="params.yaml", help="YAML with params.yaml's layout (default: params.yaml)")

@@ -16,7 +16,7 @@ from ..data.config import DataConfig, DemoConfig, SplitConfig, WindowConfig
 from ..data.demo import generate_demo, load_faults
 from ..data.quality import score_against_faults
 from ..data.sources import case_set_ids, make_source
-from ..data.splits import select_cases, splits_document
+from ..data.splits import select_cases, split_cases_of, splits_document
 from ..data.windows import build_split
 from .params import section
 
@@ -49,6 +49,8 @@ def run_prepare_splits(data: DataConfig, cfg: SplitConfig, out_path: Path) -> di
     source = make_source(data, case_set)
     caseids = select_cases(source.available(), case_set, cfg)
     subjects = source.subjects()
+    for note in source.notes:
+        print(f"prepare-splits: {note}")
     doc, text = splits_document(caseids, subjects, cfg, source.name)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -68,13 +70,14 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
     split_file = Path(split_file)
     if not split_file.exists():
         raise FileNotFoundError(f"split file {split_file} not found (run prepare-splits first)")
-    doc = json.loads(split_file.read_text())
-    if split not in doc or not isinstance(doc[split], dict):
-        raise ValueError(f"split {split!r} not in {split_file} (has: {', '.join(k for k in doc if k != 'provenance')})")
+    try:
+        doc = json.loads(split_file.read_text())
+    except ValueError as e:
+        raise ValueError(f"split file {split_file} is not valid JSON: {e}") from e
+    cases = split_cases_of(doc, split, split_file)
     if doc.get("provenance", {}).get("source") != data.source:
         raise ValueError(f"{split_file} was made from source {doc.get('provenance', {}).get('source')!r} but "
                          f"data.source is {data.source!r}; re-run prepare-splits")
-    cases = list(zip(doc[split]["caseids"], doc[split]["subjectids"]))
     source = make_source(data, None)
     truth, faults = None, None
     if data.source == "demo":
@@ -95,6 +98,11 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
     print(f"build-windows {split}: {report['cases_read']}/{report['cases_total']} cases read, "
           f"{report['windows_kept']}/{report['windows_total']} windows kept; rejected by criterion "
           f"{report['rejected_by_criterion']}; failed cases {report['cases_failed_by_reason']}")
+    for f in report["failed_cases"]:
+        print(f"build-windows {split}: case {f['caseid']} skipped: {f['reason']}: {f['detail']}")
+    for c in report["cases_without_windows_list"]:
+        why = "shorter than one window" if c["windows"] == 0 else f"all {c['windows']} windows rejected by the gate"
+        print(f"build-windows {split}: case {c['caseid']} ({c['duration_s']:g} s) gave no window: {why}")
     if metrics_path is not None:
         metrics_path = Path(metrics_path)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)

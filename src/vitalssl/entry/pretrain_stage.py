@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +10,7 @@ from ..atomic import atomic_write_text, write_json
 from ..config import ConfigError, from_dict, merge
 from ..ssl.config import PretrainConfig
 from ..ssl.outputs import history_csv
+from ..ssl.resume import remove_work_dir
 from ..ssl.train import pretrain
 from .params import SECTIONS
 
@@ -38,5 +38,5 @@ def run_pretrain(cfg: PretrainConfig, data_dir: Path, output_dir: Path, work_dir
             if path is not None:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
                 write(Path(path))
-        shutil.rmtree(work_dir, ignore_errors=True)  # spent once every output of the run is in place
+        remove_work_dir(work_dir, log)  # spent once every output of the run is in place
     return res

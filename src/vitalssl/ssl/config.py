@@ -26,16 +26,23 @@ class ModelConfig:
     mask_token: bool           # learned value in hidden patches instead of zeros
 
     def __post_init__(self):
+        check(self.context_length >= 2, "model.context_length (--context-length)", "must be >= 2 samples")
         check(self.patch_length > 0 and self.context_length % self.patch_length == 0,
                "model.patch_length (--patch-size)",
                f"{self.patch_length} does not divide context_length {self.context_length}")
+        check(self.patch_length < self.context_length, "model.patch_length (--patch-size)",
+              f"{self.patch_length} leaves a single patch in context_length {self.context_length}; masking "
+              f"needs at least 2 (one hidden, one visible)")
         check(self.patch_stride == self.patch_length, "model.patch_stride",
                "must equal patch_length (masking works on non-overlapping patches)")
         check(self.num_input_channels >= 1, "model.num_input_channels", "must be >= 1")
         check(self.mode in ("common_channel", "mix_channel"), "model.mode", "must be common_channel or mix_channel")
         check(self.scaling in (None, "std", "mean"), "model.scaling", "must be null, std or mean")
         check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
-        check(self.decoder_hidden >= 0, "model.decoder_hidden", "must be >= 0")
+        for k in ("d_model", "num_layers", "expansion_factor"):
+            check(getattr(self, k) >= 1, f"model.{k}", f"must be >= 1, got {getattr(self, k)}")
+        check(self.decoder_hidden >= 0, "model.decoder_hidden",
+              f"must be >= 0 (0 = linear decoder), got {self.decoder_hidden}")
 
     @property
     def num_patches(self) -> int:
@@ -45,9 +52,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class STFTConfig:
     """Multi-resolution STFT loss (section `stft`)."""
-    fft_sizes: tuple
-    hop_sizes: tuple
-    win_lengths: tuple
+    fft_sizes: tuple[int, ...]
+    hop_sizes: tuple[int, ...]
+    win_lengths: tuple[int, ...]
     eps: float
 
     def __post_init__(self):
@@ -63,7 +70,7 @@ class STFTConfig:
 class PretrainConfig:
     """Pretraining hyperparameters: the guide's flag names as top-level params."""
     seed: int
-    channels: tuple
+    channels: tuple[str, ...]
     train_file: str
     val_file: str
     mask_ratio: float
@@ -106,6 +113,12 @@ class PretrainConfig:
         check(len(self.channels) == self.model.num_input_channels, "channels (--channels)",
                f"{len(self.channels)} channel(s) given but model.num_input_channels is {self.model.num_input_channels}")
         check(self.fast_windows >= 1, "fast_windows", "must be >= 1")
+        if self.stft_weight > 0:  # the STFT term is skipped at weight 0, so its sizes do not matter then
+            L = self.model.context_length
+            for f in self.stft.fft_sizes:
+                check(f < 2 * L, "stft.fft_sizes",
+                      f"{f} needs windows longer than {f // 2} samples (reflect padding) but "
+                      f"model.context_length is {L}; use FFT sizes below {2 * L}")
         n_hidden = round(self.mask_ratio * self.model.num_patches)
         check(1 <= n_hidden < self.model.num_patches, "mask_ratio (--mask-ratio)",
                f"{self.mask_ratio} of {self.model.num_patches} patches hides {n_hidden}; need 1..{self.model.num_patches - 1}")
