@@ -338,3 +338,19 @@ def test_grad_scaler_state_is_saved_and_resumed(tiny_cfg, tmp_path):
     fresh = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
     progress = load_or_start(tmp_path, key, "auto", MaskedTTM(cfg.model), opt, fresh, "cpu", log=lambda s: None)
     assert progress.start_epoch == 3 and fresh.get_scale() == 2.0 ** 7
+
+
+def test_publish_swaps_whole_folders_and_recovers_a_parked_old_one(tmp_path):
+    from vitalssl.ssl.outputs import publish
+
+    work, out = tmp_path / "work", tmp_path / "out"
+    work.mkdir()
+    (work / "a.pt").write_text("new")
+    (work / "state.pt").write_text("state")
+    (work / "b.tmp.pt").write_text("half")
+    # an earlier publish crashed between its renames: only the parked old folder exists
+    (tmp_path / "out.old").mkdir()
+    (tmp_path / "out.old" / "a.pt").write_text("old")
+    publish(work, out)
+    assert sorted(p.name for p in out.iterdir()) == ["a.pt"] and (out / "a.pt").read_text() == "new"
+    assert not (tmp_path / "out.old").exists() and not (tmp_path / "out.new").exists()

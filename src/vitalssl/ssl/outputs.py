@@ -48,11 +48,14 @@ def publish(work_dir: Path, output_dir: Path, skip: tuple = ("state.pt",)) -> No
 
     The new folder is assembled beside the old one, then swapped in with renames:
     a crash at any point leaves either the old outputs or the new ones complete
-    (an old folder parked as ``<name>.old`` is removed last).
+    (an old folder parked as ``<name>.old`` is removed last, and put back by the
+    next publish if the crash came between the two renames).
     """
     output_dir = Path(output_dir)
     new = output_dir.with_name(output_dir.name + ".new")
     old = output_dir.with_name(output_dir.name + ".old")
+    if old.exists() and not output_dir.exists():  # a crash between the two renames of an earlier publish
+        os.replace(old, output_dir)
     for p in (new, old):
         if p.exists():
             shutil.rmtree(p)
