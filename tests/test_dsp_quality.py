@@ -7,7 +7,7 @@ from conftest import clean_case
 from dataclasses import replace
 from vitalssl.data.demo import demo_caseids, generate_demo, load_faults
 from vitalssl.data.dsp import bandpass, bandpass_sos, fill_gaps, resample
-from vitalssl.data.quality import _longest_flat_run, channel_measures, judge, score_against_faults
+from vitalssl.data.quality import _longest_flat_run, case_measures, judge, score_against_faults
 from vitalssl.data.windows import process_case
 
 
@@ -61,8 +61,9 @@ def _window(wcfg, ppg, ecg):
     for x, band in ((ppg, wcfg.filter.ppg_band), (ecg, wcfg.filter.ecg_band)):
         sos = bandpass_sos(wcfg.filter.type, wcfg.filter.order, band, 500.0)
         out.append(resample(bandpass(fill_gaps(x), sos), 4))
-    m = [channel_measures(r[2500:7500], f[625:1875], 500.0, 125, wcfg.gate) for r, f in zip((ppg, ecg), out)]
-    return judge(m[0], m[1], wcfg.gate)["fails"], m
+    ppg_m, ecg_m, pair, _ = case_measures((ppg, ecg), tuple(out), np.array([625]), 1250, 4, 500.0, 125, wcfg.gate)
+    fails = {k: bool(v[0]) for k, v in judge(ppg_m, ecg_m, pair, wcfg.gate).items()}
+    return fails, [{k: v[0] for k, v in m.items()} for m in (ppg_m, ecg_m, pair)]
 
 
 def test_clean_window_passes_every_criterion(wcfg):

@@ -125,7 +125,8 @@ def test_build_windows_is_deterministic(demo_run, tmp_path):
         assert a == b, name
 
 
-def test_bad_cases_are_reported_and_skipped(tmp_path, wcfg):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bad_cases_are_reported_and_skipped(tmp_path, wcfg, workers):
     d = tmp_path / "local"
     d.mkdir()
     ppg, ecg = clean_case(40)
@@ -137,7 +138,7 @@ def test_bad_cases_are_reported_and_skipped(tmp_path, wcfg):
     (d / "5.vital").write_bytes(good[: len(good) // 2])             # truncated
     src = LocalSource("local", d, None)
     cases = [(c, None) for c in (1, 2, 3, 4, 5, 6)]                  # 6: unknown case id
-    report = build_split(src, cases, wcfg, tmp_path / "out", "train", progress=False)
+    report = build_split(src, cases, replace(wcfg, num_workers=workers), tmp_path / "out", "train", progress=False)
     assert report["cases_read"] == 1 and report["cases_failed"] == 5
     assert report["cases_failed_by_reason"] == {"missing_track": 1, "unreadable": 2, "wrong_srate": 1,
                                                 "unknown_case": 1}
@@ -145,12 +146,15 @@ def test_bad_cases_are_reported_and_skipped(tmp_path, wcfg):
     assert np.load(tmp_path / "out" / "train_windows.npy").shape == (4, 2, 1250)
 
 
-def test_nothing_usable_fails_and_leaves_no_window_file(tmp_path, wcfg):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_nothing_usable_fails_and_leaves_no_window_file(tmp_path, wcfg, workers):
     d = tmp_path / "local"
     d.mkdir()
     (d / "3.vital").write_bytes(b"garbage")
+    write_case(d / "4.vital", 4, None, clean_case(40)[1], 40)
     with pytest.raises(RuntimeError, match="no usable window"):
-        build_split(LocalSource("local", d, None), [(3, None)], wcfg, tmp_path / "out", "val", progress=False)
+        build_split(LocalSource("local", d, None), [(3, None), (4, None)], replace(wcfg, num_workers=workers),
+                    tmp_path / "out", "val", progress=False)
     assert not list((tmp_path / "out").iterdir())
 
 
@@ -183,3 +187,33 @@ def test_demo_files_are_byte_identical(tmp_path, params):
     assert len(names) == 5 and names == sorted(p.name for p in (tmp_path / "b").iterdir())
     for n in names:
         assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes(), n
+
+
+def test_decisions_table_records_every_window_and_agrees_with_the_report(demo_run):
+    import csv
+    from vitalssl.data.quality import CRITERIA
+    root, _, _, _, report = demo_run
+    with open(root / "win" / "train_windows.decisions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == report["windows_total"]
+    kept = [r for r in rows if r["kept"] == "1"]
+    assert len(kept) == report["windows_kept"]
+    assert all((r["failed"] == "") == (r["kept"] == "1") for r in rows)
+    for c in CRITERIA:
+        assert sum(c in r["failed"].split(";") for r in rows) == report["rejected_by_criterion"][c], c
+    with open(root / "win" / "train_windows.meta.csv", newline="") as f:
+        meta = list(csv.DictReader(f))
+    # the window file's rows are the kept decisions, in the same order, with the same measures
+    assert [(m["caseid"], m["start_s"], m["ecg_hr"]) for m in meta] == [(r["caseid"], r["start_s"], r["ecg_hr"])
+                                                                        for r in kept]
+    rejected = [r for r in rows if r["kept"] == "0"]
+    assert rejected and all(set(r["failed"].split(";")) <= set(CRITERIA) for r in rejected)
+
+
+def test_gate_figure_is_written_per_split(demo_run):
+    from PIL import Image
+    root, _, _, _, _ = demo_run
+    with Image.open(root / "win" / "train_gate.png") as im:
+        w, h = im.size
+    assert w > 1000 and h > 1000
+    assert not list((root / "win").glob("*.tmp*"))

@@ -1,4 +1,4 @@
-"""Signal processing: gap filling, zero-phase band-pass, anti-aliased resampling, beat detection.
+"""Signal processing: gap filling, zero-phase band-pass, anti-aliased resampling.
 
 Units: sampling rates in Hz, times in s, signals in their recorded units.
 """
@@ -45,21 +45,3 @@ def resample(x: np.ndarray, decimation: int) -> np.ndarray:
     if decimation == 1:
         return x
     return signal.resample_poly(x, 1, decimation)
-
-
-def detect_beats(x: np.ndarray, fs: float, hr_max: float, robust_range: float | None = None,
-                 rel_prominence: float = 0.35) -> np.ndarray:
-    """Indices of beat peaks in a band-passed window.
-
-    A peak must be at least ``60 / hr_max`` s from the previous one and stand out
-    by ``rel_prominence`` of the window's robust range (1st-99th percentile,
-    computed here unless given).
-    """
-    if robust_range is None:
-        lo, hi = np.percentile(x, [1, 99])
-        robust_range = hi - lo
-    if robust_range <= 0:
-        return np.zeros(0, dtype=np.int64)
-    peaks, _ = signal.find_peaks(x, distance=max(1, int(fs * 60.0 / hr_max)),
-                                 prominence=rel_prominence * robust_range)
-    return peaks

@@ -4,19 +4,25 @@ Every criterion is computed for every window and counted on its own, so the
 quality report says how many windows each one rejected (a window can fail
 several). Measures on the *raw* native-rate signal: missing samples, flat
 line, clipping (filtering would hide them). Measures on the *band-passed*
-125 Hz signal: amplitude, beats and heart rate, PPG-vs-ECG heart-rate
-agreement.
+125 Hz signal: amplitude, beats, heart rate, how evenly the beats cover the
+window, PPG-vs-ECG heart-rate agreement, and whether each R peak is followed
+by one PPG pulse at a stable delay (the pulse arrival time, PAT).
+
+Beat indices are samples from the window's start at the band-passed rate.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import signal
 
 from .config import GateConfig
-from .dsp import detect_beats
 
-CRITERIA = ("missing", "flat", "clipping", "amplitude", "heart_rate", "hr_disagreement")
-CHANNEL_MEASURES = ("missing", "flat_s", "clip", "amp", "hr", "beats", "ibi_cv")
+CRITERIA = ("missing", "flat", "clipping", "amplitude", "heart_rate", "beat_coverage", "hr_disagreement",
+            "beat_correspondence", "pat_stability")
+CHANNEL_MEASURES = ("missing", "flat_s", "clip", "amp", "hr", "beats", "ibi_cv", "gap_ratio")
+PAIR_MEASURES = ("ecg_inverted", "hr_diff", "beat_match", "pat_s", "pat_iqr_s")
+REL_PROMINENCE = 0.35  # a beat stands out by this fraction of the window's robust range
 
 
 def _windows(x: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
@@ -38,80 +44,246 @@ def _longest_flat_run(raw: np.ndarray, starts: np.ndarray, length: int, eps: flo
     return np.where(longest > 0, longest + 1, 0)  # runs of equal steps -> samples
 
 
-def _clip_fraction(w: np.ndarray, tol: float) -> np.ndarray:
+def _run_fraction(mask: np.ndarray, min_run: int) -> np.ndarray:
+    """Per row of ``[n, L]`` bool: fraction of samples in runs of ``True`` at least ``min_run`` long."""
+    n, length = mask.shape
+    padded = np.zeros((n, length + 2), np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)  # +1 at a run's start, -1 one past its end
+    r_start, c_start = np.nonzero(edges == 1)
+    _, c_end = np.nonzero(edges == -1)  # same row order as the starts
+    runs = c_end - c_start
+    long = runs >= min_run
+    return np.bincount(r_start[long], weights=runs[long], minlength=n) / length
+
+
+CLIP_BAND = 0.1  # a plateau is looked for in the outer 10% of the window's range on each side
+
+
+def _plateau_fraction(w: np.ndarray, top: np.ndarray, span: np.ndarray, tol: float, min_run: int) -> np.ndarray:
+    """Per row of ``w``: fraction of samples on a plateau near the top of the range.
+
+    The plateau's level is the most populated ``tol``-wide bin of the range's outer
+    ``CLIP_BAND``; samples within one bin of it, and less than half a bin from the
+    previous sample (a plateau is smooth; a noisy baseline is not), count when
+    they lie in runs of ``min_run`` or more.
+    """
+    n, length = w.shape
+    nb = int(np.ceil(CLIP_BAND / tol))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = np.floor((top - w) / (tol * span))  # 0 = the top bin (top is the row's maximum); NaN where missing
+    inband = k < nb
+    rows = np.broadcast_to(np.arange(n)[:, None], w.shape)[inband]
+    counts = np.bincount(rows * nb + k[inband].astype(np.int64), minlength=n * nb).reshape(n, nb)
+    mode = counts.argmax(axis=1)[:, None]
+    smooth = np.zeros(w.shape, bool)
+    with np.errstate(invalid="ignore"):
+        smooth[:, 1:] = np.abs(np.diff(w, axis=1)) <= 0.5 * tol * span
+    return _run_fraction((np.abs(k - mode) <= 1) & smooth, min_run)
+
+
+def _clip_fraction(w: np.ndarray, tol: float, min_run: int) -> np.ndarray:
+    """Fraction of samples on plateaus at the window's extremes (:func:`_plateau_fraction`, top and bottom).
+
+    A plateau, not samples at the extreme: a clipped top that was filtered or
+    resampled before storage overshoots at its corners, so the window's
+    maximum lies above the plateau, and ripples a little along it; but it keeps
+    one level, smoothly, for as long as the clip lasted. A clean peak passes
+    its top in a few samples, and a baseline's noise keeps it from being smooth.
+    """
     lo, hi = np.nanmin(w, axis=1, keepdims=True), np.nanmax(w, axis=1, keepdims=True)
     span = hi - lo
-    near = (w >= hi - tol * span) | (w <= lo + tol * span)
-    frac = near.sum(axis=1) / np.maximum(np.isfinite(w).sum(axis=1), 1)
-    return np.where(span[:, 0] > 0, frac, 1.0)
+    ok = span[:, 0] > 0
+    frac = np.ones(len(w))
+    if ok.any():
+        wk, sk = w[ok], span[ok]
+        frac[ok] = (_plateau_fraction(wk, hi[ok], sk, tol, min_run)
+                    + _plateau_fraction(-wk, -lo[ok], sk, tol, min_run))
+    return frac
 
 
-def case_measures(raw: np.ndarray, filt: np.ndarray, starts: np.ndarray, length: int, decimation: int,
-                  native_fs: float, fs: float, cfg: GateConfig) -> dict:
-    """Gate measures of one channel for every window of a case, as arrays ``[n]``.
+def detect_beats(x: np.ndarray, fs: float, hr_max: float, robust_range: float) -> np.ndarray:
+    """Indices of beat peaks in a band-passed window.
 
-    ``raw``: native-rate samples (NaN = missing); ``filt``: band-passed samples at
-    ``fs = native_fs / decimation``; window ``i`` covers ``filt[starts[i]:starts[i] + length]``
-    and ``raw[starts[i] * decimation:(starts[i] + length) * decimation]``.
+    A peak must be at least ``60 / hr_max`` s from the previous one and stand out
+    by ``REL_PROMINENCE`` of the window's robust range (1st-99th percentile).
+    """
+    if not robust_range > 0:
+        return np.zeros(0, dtype=np.int64)
+    peaks, _ = signal.find_peaks(x, distance=max(1, int(fs * 60.0 / hr_max)),
+                                 prominence=REL_PROMINENCE * robust_range)
+    return peaks
+
+
+def beat_measures(peaks: np.ndarray, length: int, fs: float) -> tuple[float, float, float]:
+    """``(hr, ibi_cv, gap_ratio)`` of beats at ``peaks`` in a window of ``length`` samples.
+
+    ``gap_ratio``: the longest stretch without a beat, the window's edges
+    included, over the median beat interval. Beats spread over the whole
+    window give about 1; a missed beat 2; a 4 s pause at 70 bpm about 5.
+    NaN for fewer than two beats.
+    """
+    if len(peaks) < 2:
+        return np.nan, np.nan, np.nan
+    ibi = np.diff(peaks)
+    med = float(np.median(ibi))
+    gaps = max(float(ibi.max()), float(peaks[0]), float(length - 1 - peaks[-1]))
+    return 60.0 * fs / med, float(np.std(ibi) / np.mean(ibi)), gaps / med
+
+
+def correspondence(r: np.ndarray, p: np.ndarray, fs: float) -> tuple[float, float, float]:
+    """``(beat_match, pat_s, pat_iqr_s)`` of R peaks ``r`` and PPG pulse peaks ``p`` (samples).
+
+    Each PPG pulse belongs to the R peak it follows by the pair's pulse arrival
+    time. The typical delay is found first, as the circular mean of each
+    pulse's phase within its R-R interval (so a delay near a whole interval
+    does not wrap); every R-R interval is then shifted by that delay less half
+    an interval, and holds exactly one pulse in a true pair.
+    ``beat_match``: the fraction of R-R intervals that do; ``pat_s``, ``pat_iqr_s``:
+    median and interquartile range of their delays, s. NaN without two R peaks
+    or with no pulse between them.
+    """
+    if len(r) < 2 or len(p) == 0:
+        return np.nan, np.nan, np.nan
+    j = np.searchsorted(r, p, side="right") - 1  # R peak each pulse follows
+    inside = (j >= 0) & (j < len(r) - 1)
+    if not inside.any():
+        return np.nan, np.nan, np.nan
+    rr = np.diff(r).astype(float)
+    phase = (p[inside] - r[j[inside]]) / rr[j[inside]]
+    mean_phase = (np.angle(np.mean(np.exp(2j * np.pi * phase))) / (2 * np.pi)) % 1.0
+    shift = (mean_phase - 0.5) * rr  # per interval, s * fs
+    lo, hi = r[:-1] + shift, r[1:] + shift
+    first = np.searchsorted(p, lo, side="left")
+    count = np.searchsorted(p, hi, side="left") - first
+    one = count == 1
+    if not one.any():
+        return 0.0, np.nan, np.nan
+    pat = (p[first[one]] - r[:-1][one]) / fs
+    q25, q50, q75 = np.percentile(pat, [25, 50, 75])
+    return float(one.mean()), float(q50), float(q75 - q25)
+
+
+def raw_measures(raw: np.ndarray, starts: np.ndarray, length: int, native_fs: float, cfg: GateConfig) -> dict:
+    """Missing, flat and clipping measures of one channel for windows at ``starts`` (native samples).
+
+    ``raw``: native-rate samples, NaN where none was recorded.
     """
     n = len(starts)
     if n == 0:
-        return {k: np.zeros(0) for k in CHANNEL_MEASURES}
+        return {k: np.zeros(0) for k in ("missing", "flat_s", "clip")}
     with np.errstate(invalid="ignore"):
-        rw = _windows(raw, starts * decimation, length * decimation)
-        fw = _windows(filt, starts, length)
-        missing = np.isnan(rw).mean(axis=1)
-        all_nan = missing >= 1.0
-        flat = _longest_flat_run(raw, starts * decimation, length * decimation, cfg.flat_eps) / native_fs
+        rw = _windows(raw, starts, length)
+        nan = np.isnan(rw)
+        missing = nan.mean(axis=1)
+        flat = _longest_flat_run(raw, starts, length, cfg.flat_eps) / native_fs
         clip = np.ones(n)
-        if (~all_nan).any():
-            clip[~all_nan] = _clip_fraction(rw[~all_nan], cfg.clip_tol)
-        lo, hi = np.percentile(fw, [1, 99], axis=1)
-    amp = hi - lo
-    beats, hr, cv = np.zeros(n, np.int64), np.full(n, np.nan), np.full(n, np.nan)
-    for i in range(n):
-        peaks = detect_beats(fw[i], fs, cfg.hr_range[1], robust_range=amp[i])
-        beats[i] = len(peaks)
-        if len(peaks) >= 2:
-            ibi = np.diff(peaks) / fs
-            hr[i] = 60.0 / float(np.median(ibi))
-            cv[i] = float(np.std(ibi) / np.mean(ibi))
-    return {"missing": missing, "flat_s": flat, "clip": clip, "amp": amp, "hr": hr, "beats": beats, "ibi_cv": cv}
+        ok = missing < 1.0
+        if ok.any():
+            clip[ok] = _clip_fraction(rw[ok], cfg.clip_tol, max(2, int(round(cfg.clip_min_run_s * native_fs))))
+    return {"missing": missing, "flat_s": flat, "clip": clip}
 
 
-def channel_measures(raw: np.ndarray, filt: np.ndarray, native_fs: float, fs: float, cfg: GateConfig) -> dict:
-    """Gate measures of one channel of a single window (``raw`` native-rate, ``filt`` band-passed at ``fs``)."""
-    dec = int(round(native_fs / fs))
-    m = case_measures(raw, filt, np.array([0]), len(filt), dec, native_fs, fs, cfg)
-    return {k: v[0].item() for k, v in m.items()}
+def case_measures(raw: tuple, filt: tuple, starts: np.ndarray, length: int, decimation: int, native_fs: float,
+                  fs: float, cfg: GateConfig) -> tuple[dict, dict, dict, list]:
+    """Gate measures of every window of a case: ``(ppg, ecg, pair, beats)``.
 
-
-def judge(ppg: dict, ecg: dict, cfg: GateConfig) -> dict:
-    """Which criteria windows fail, as ``{criterion: bool or [n] bool}``, plus the HR difference.
-
-    ``ppg`` and ``ecg`` hold one window's measures (scalars) or a case's (arrays).
+    ``raw = (ppg, ecg)`` at ``native_fs`` (NaN = missing), ``filt = (ppg, ecg)`` band-passed
+    at ``fs = native_fs / decimation``; window ``i`` covers ``filt[c][starts[i]:starts[i] + length]``
+    and ``raw[c][starts[i] * decimation:(starts[i] + length) * decimation]``.
+    ``ppg`` and ``ecg`` map :data:`CHANNEL_MEASURES` to ``[n]`` arrays, ``pair``
+    maps :data:`PAIR_MEASURES`; ``beats[i] = (ppg_peaks, ecg_peaks)`` of window ``i``.
+    The ECG's polarity is chosen per window: a lead whose deepest deflections
+    point down (an inverted lead, or one where S outweighs R) is searched for
+    negative peaks, so its rate comes out right.
     """
+    n = len(starts)
+    chans = []
+    for c in range(2):
+        m = raw_measures(raw[c], starts * decimation, length * decimation, native_fs, cfg)
+        fw = _windows(filt[c], starts, length)
+        lo, med, hi = np.percentile(fw, [1, 50, 99], axis=1) if n else (np.zeros(0),) * 3
+        m["amp"] = hi - lo
+        chans.append((m, fw, med - lo > hi - med))
+    (ppg, ppg_w, _), (ecg, ecg_w, inverted) = chans
+    for m in (ppg, ecg):
+        m.update(hr=np.full(n, np.nan), beats=np.zeros(n, np.int64), ibi_cv=np.full(n, np.nan),
+                 gap_ratio=np.full(n, np.nan))
+    pair = {"ecg_inverted": inverted, "hr_diff": np.full(n, np.nan), "beat_match": np.full(n, np.nan),
+            "pat_s": np.full(n, np.nan), "pat_iqr_s": np.full(n, np.nan)}
+    beats = []
+    hr_max = cfg.hr_range[1]
+    for i in range(n):
+        p = detect_beats(ppg_w[i], fs, hr_max, ppg["amp"][i])
+        r = detect_beats(-ecg_w[i] if inverted[i] else ecg_w[i], fs, hr_max, ecg["amp"][i])
+        for m, pk in ((ppg, p), (ecg, r)):
+            m["beats"][i] = len(pk)
+            m["hr"][i], m["ibi_cv"][i], m["gap_ratio"][i] = beat_measures(pk, length, fs)
+        pair["beat_match"][i], pair["pat_s"][i], pair["pat_iqr_s"][i] = correspondence(r, p, fs)
+        beats.append((p, r))
+    pair["hr_diff"] = np.abs(ppg["hr"] - ecg["hr"])  # NaN if either has no HR
+    return ppg, ecg, pair, beats
+
+
+def judge(ppg: dict, ecg: dict, pair: dict, cfg: GateConfig) -> dict:
+    """Which criteria each window fails: ``{criterion: [n] bool}``.
+
+    A measure that cannot be taken (NaN: too few beats) fails its criterion.
+    """
+    def a(x):
+        return np.asarray(x, dtype=float)
+
+    def outside(x, rng):
+        return ~((rng[0] <= a(x)) & (a(x) <= rng[1]))
+
     def hr_bad(m):
-        hr = np.asarray(m["hr"], float)
-        with np.errstate(invalid="ignore"):
-            return ((np.asarray(m["beats"]) < cfg.min_beats) | ~np.isfinite(hr)
-                    | ~((cfg.hr_range[0] <= hr) & (hr <= cfg.hr_range[1])) | (np.asarray(m["ibi_cv"]) > cfg.max_ibi_cv))
+        return (a(m["beats"]) < cfg.min_beats) | outside(m["hr"], cfg.hr_range) | ~(a(m["ibi_cv"]) <= cfg.max_ibi_cv)
 
     with np.errstate(invalid="ignore"):
-        hr_diff = np.abs(np.asarray(ppg["hr"], float) - np.asarray(ecg["hr"], float))  # NaN if either has no HR
-        fails = {
-            "missing": np.maximum(ppg["missing"], ecg["missing"]) > cfg.max_missing_frac,
-            "flat": np.maximum(ppg["flat_s"], ecg["flat_s"]) > cfg.max_flat_s,
-            "clipping": np.maximum(ppg["clip"], ecg["clip"]) > cfg.max_clip_frac,
-            "amplitude": ~((cfg.ppg_amp_range[0] <= np.asarray(ppg["amp"])) & (np.asarray(ppg["amp"]) <= cfg.ppg_amp_range[1])
-                           & (cfg.ecg_amp_range[0] <= np.asarray(ecg["amp"])) & (np.asarray(ecg["amp"]) <= cfg.ecg_amp_range[1])),
+        return {
+            "missing": np.maximum(a(ppg["missing"]), a(ecg["missing"])) > cfg.max_missing_frac,
+            "flat": np.maximum(a(ppg["flat_s"]), a(ecg["flat_s"])) > cfg.max_flat_s,
+            "clipping": np.maximum(a(ppg["clip"]), a(ecg["clip"])) > cfg.max_clip_frac,
+            "amplitude": outside(ppg["amp"], cfg.ppg_amp_range) | outside(ecg["amp"], cfg.ecg_amp_range),
             "heart_rate": hr_bad(ppg) | hr_bad(ecg),
-            "hr_disagreement": ~(hr_diff <= cfg.max_hr_diff),  # NaN (no HR) counts as disagreement
+            "beat_coverage": ~(np.maximum(a(ppg["gap_ratio"]), a(ecg["gap_ratio"])) <= cfg.max_gap_ratio),
+            "hr_disagreement": ~(a(pair["hr_diff"]) <= cfg.max_hr_diff),
+            "beat_correspondence": ~(a(pair["beat_match"]) >= cfg.min_beat_match),
+            "pat_stability": ~(a(pair["pat_iqr_s"]) <= cfg.max_pat_iqr_s),
         }
-    if np.ndim(hr_diff) == 0:
-        fails = {k: bool(v) for k, v in fails.items()}
-        hr_diff = float(hr_diff)
-    return {"fails": fails, "hr_diff": hr_diff}
+
+
+def margins(ppg: dict, ecg: dict, pair: dict, cfg: GateConfig) -> dict:
+    """Each criterion's worst measure over its threshold, ``{criterion: [n] float}``: above 1 fails.
+
+    Used to show the kept windows nearest each line. NaN where the measure
+    could not be taken.
+    """
+    def a(x):
+        return np.asarray(x, dtype=float)
+
+    def amp_ratio(m, rng):  # how far into the allowed range's edges, on a log scale folded to <= 1 inside
+        with np.errstate(divide="ignore"):
+            return np.maximum(rng[0] / a(m["amp"]), a(m["amp"]) / rng[1])
+
+    tiny = 1e-12
+    with np.errstate(invalid="ignore"):
+        return {
+            "missing": np.maximum(a(ppg["missing"]), a(ecg["missing"])) / max(cfg.max_missing_frac, tiny),
+            "flat": np.maximum(a(ppg["flat_s"]), a(ecg["flat_s"])) / cfg.max_flat_s,
+            "clipping": np.maximum(a(ppg["clip"]), a(ecg["clip"])) / cfg.max_clip_frac,
+            "amplitude": np.maximum(amp_ratio(ppg, cfg.ppg_amp_range), amp_ratio(ecg, cfg.ecg_amp_range)),
+            "heart_rate": np.maximum(a(ppg["ibi_cv"]), a(ecg["ibi_cv"])) / cfg.max_ibi_cv,
+            "beat_coverage": np.maximum(a(ppg["gap_ratio"]), a(ecg["gap_ratio"])) / cfg.max_gap_ratio,
+            "hr_disagreement": a(pair["hr_diff"]) / cfg.max_hr_diff,
+            "beat_correspondence": (1.0 - a(pair["beat_match"])) / max(1.0 - cfg.min_beat_match, tiny),
+            "pat_stability": a(pair["pat_iqr_s"]) / cfg.max_pat_iqr_s,
+        }
+
+
+def kept_mask(fails: dict, n: int) -> np.ndarray:
+    """``[n]`` bool: windows that fail no criterion."""
+    return ~np.any(np.stack([fails[c] for c in CRITERIA]), axis=0) if n else np.zeros(0, bool)
 
 
 def score_against_faults(starts_s, kept, faults, window_s: float, min_overlap_s: float = 0.5) -> dict:
@@ -120,7 +292,8 @@ def score_against_faults(starts_s, kept, faults, window_s: float, min_overlap_s:
     A window is *faulted* when an unusable fault covers at least ``min_overlap_s``
     of it, *clean* when no unusable fault touches it, and *borderline* otherwise
     (a fault grazing its edge); borderline windows are counted but not scored.
-    Correctable faults (baseline wander, mains hum) do not make a window faulted.
+    Correctable faults (baseline wander, mains hum, an inverted ECG lead) do not
+    make a window faulted.
     """
     out = {"faulted": 0, "faulted_rejected": 0, "clean": 0, "clean_kept": 0, "borderline": 0}
     for s, k in zip(starts_s, kept):
