@@ -96,13 +96,13 @@ def plot_gate(book: ExampleBook, path: Path, fs: float, split: str) -> None:
     import matplotlib.pyplot as plt
 
     ncol = N_REJECTED + N_KEPT
-    fig, axes = plt.subplots(len(CRITERIA), ncol, figsize=(3.6 * ncol, 1.9 * len(CRITERIA)), squeeze=False,
-                             sharex=True)
+    fig, axes = plt.subplots(len(CRITERIA), ncol, figsize=(3.6 * ncol, 1.9 * len(CRITERIA)), squeeze=False)
     for row, c in enumerate(CRITERIA):
         cells = book.rejected[c] + [None] * (N_REJECTED - len(book.rejected[c])) + book.kept[c]
         for col in range(ncol):
             ax = axes[row, col]
             ax.set_yticks([])
+            ax.tick_params(labelsize=7)
             e = cells[col] if col < len(cells) else None
             if col == 0:
                 ax.set_ylabel(c.replace("_", "\n"), fontsize=9, fontweight="bold")
@@ -111,6 +111,7 @@ def plot_gate(book: ExampleBook, path: Path, fs: float, split: str) -> None:
                         va="center", transform=ax.transAxes, fontsize=8, color="grey")
                 continue
             t = np.arange(len(e.ppg)) / fs
+            ax.set_xlim(0, t[-1])
             ax.plot(t, e.ppg + 3.0, lw=0.6, color="tab:blue")
             ax.plot(t, e.ecg - 3.0, lw=0.6, color="tab:purple")
             ax.plot(e.ppg_beats / fs, e.ppg[e.ppg_beats] + 3.0, "v", ms=3, color="tab:orange")
@@ -124,6 +125,7 @@ def plot_gate(book: ExampleBook, path: Path, fs: float, split: str) -> None:
         ax.set_xlabel("s", fontsize=8)
     fig.suptitle(f"{split}: gate examples per criterion (PPG top with pulse peaks, ECG bottom with R peaks; "
                  f"measure / threshold, > 1 fails)", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    # fixed margins: tight_layout would draw the 45 panels once more just to measure them
+    fig.subplots_adjust(left=0.04, right=0.995, bottom=0.04, top=0.94, wspace=0.06, hspace=0.55)
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=72))
     plt.close(fig)

@@ -61,25 +61,34 @@ CLIP_BAND = 0.1  # a plateau is looked for in the outer 10% of the window's rang
 
 
 def _plateau_fraction(w: np.ndarray, top: np.ndarray, span: np.ndarray, tol: float, min_run: int) -> np.ndarray:
-    """Per row of ``w``: fraction of samples on a plateau near the top of the range.
+    """Per row of ``w``: fraction of samples on a plateau near the top of the range (``top`` = row maximum).
 
     The plateau's level is the most populated ``tol``-wide bin of the range's outer
     ``CLIP_BAND``; samples within one bin of it, and less than half a bin from the
     previous sample (a plateau is smooth; a noisy baseline is not), count when
-    they lie in runs of ``min_run`` or more.
+    they lie in runs of ``min_run`` or more. Only the band's samples (a few
+    percent of a clean window) are looked at after the first comparison.
     """
-    n, length = w.shape
+    n = len(w)
     nb = int(np.ceil(CLIP_BAND / tol))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        k = np.floor((top - w) / (tol * span))  # 0 = the top bin (top is the row's maximum); NaN where missing
-    inband = k < nb
-    rows = np.broadcast_to(np.arange(n)[:, None], w.shape)[inband]
-    counts = np.bincount(rows * nb + k[inband].astype(np.int64), minlength=n * nb).reshape(n, nb)
-    mode = counts.argmax(axis=1)[:, None]
-    smooth = np.zeros(w.shape, bool)
+    unit = tol * span[:, 0]
     with np.errstate(invalid="ignore"):
-        smooth[:, 1:] = np.abs(np.diff(w, axis=1)) <= 0.5 * tol * span
-    return _run_fraction((np.abs(k - mode) <= 1) & smooth, min_run)
+        r, c = np.nonzero(w >= top - CLIP_BAND * span)  # row-major: each row's samples in time order
+    v = w[r, c]
+    k = np.minimum(((top[r, 0] - v) / unit[r]).astype(np.int64), nb - 1)  # 0 = the top bin
+    mode = np.bincount(r * nb + k, minlength=n * nb).reshape(n, nb).argmax(axis=1)
+    prev = w[r, np.maximum(c - 1, 0)]
+    keep = (np.abs(k - mode[r]) <= 1) & (np.abs(v - prev) <= 0.5 * unit[r]) & (c > 0)
+    r, c = r[keep], c[keep]
+    if len(r) == 0:
+        return np.zeros(n)
+    # runs: consecutive columns in one row
+    new_run = np.ones(len(r), bool)
+    new_run[1:] = (c[1:] != c[:-1] + 1) | (r[1:] != r[:-1])
+    first = np.flatnonzero(new_run)
+    lengths = np.diff(np.append(first, len(r)))
+    long = lengths >= min_run
+    return np.bincount(r[first[long]], weights=lengths[long], minlength=n) / w.shape[1]
 
 
 def _clip_fraction(w: np.ndarray, tol: float, min_run: int) -> np.ndarray:
@@ -91,7 +100,10 @@ def _clip_fraction(w: np.ndarray, tol: float, min_run: int) -> np.ndarray:
     one level, smoothly, for as long as the clip lasted. A clean peak passes
     its top in a few samples, and a baseline's noise keeps it from being smooth.
     """
-    lo, hi = np.nanmin(w, axis=1, keepdims=True), np.nanmax(w, axis=1, keepdims=True)
+    lo, hi = w.min(axis=1, keepdims=True), w.max(axis=1, keepdims=True)
+    gaps = np.isnan(lo[:, 0])
+    if gaps.any():  # the NaN-aware versions copy the array: only for the windows that need them
+        lo[gaps], hi[gaps] = np.nanmin(w[gaps], axis=1, keepdims=True), np.nanmax(w[gaps], axis=1, keepdims=True)
     span = hi - lo
     ok = span[:, 0] > 0
     frac = np.ones(len(w))
@@ -115,6 +127,18 @@ def detect_beats(x: np.ndarray, fs: float, hr_max: float, robust_range: float) -
     return peaks
 
 
+def _quantiles(x: np.ndarray, qs: tuple) -> list:
+    """``np.percentile(x, 100 * q)`` (linear interpolation) for a short array, without its per-call overhead."""
+    x = np.sort(x)
+    out = []
+    for q in qs:
+        pos = q * (len(x) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(x) - 1)
+        out.append(float(x[lo] + (pos - lo) * (x[hi] - x[lo])))
+    return out
+
+
 def beat_measures(peaks: np.ndarray, length: int, fs: float) -> tuple[float, float, float]:
     """``(hr, ibi_cv, gap_ratio)`` of beats at ``peaks`` in a window of ``length`` samples.
 
@@ -125,10 +149,12 @@ def beat_measures(peaks: np.ndarray, length: int, fs: float) -> tuple[float, flo
     """
     if len(peaks) < 2:
         return np.nan, np.nan, np.nan
-    ibi = np.diff(peaks)
-    med = float(np.median(ibi))
+    ibi = np.diff(peaks).astype(float)
+    (med,) = _quantiles(ibi, (0.5,))
+    mean = ibi.sum() / len(ibi)
+    cv = float(np.sqrt(((ibi - mean) ** 2).sum() / len(ibi)) / mean)
     gaps = max(float(ibi.max()), float(peaks[0]), float(length - 1 - peaks[-1]))
-    return 60.0 * fs / med, float(np.std(ibi) / np.mean(ibi)), gaps / med
+    return 60.0 * fs / med, cv, gaps / med
 
 
 def correspondence(r: np.ndarray, p: np.ndarray, fs: float) -> tuple[float, float, float]:
@@ -160,8 +186,8 @@ def correspondence(r: np.ndarray, p: np.ndarray, fs: float) -> tuple[float, floa
     if not one.any():
         return 0.0, np.nan, np.nan
     pat = (p[first[one]] - r[:-1][one]) / fs
-    q25, q50, q75 = np.percentile(pat, [25, 50, 75])
-    return float(one.mean()), float(q50), float(q75 - q25)
+    q25, q50, q75 = _quantiles(pat, (0.25, 0.5, 0.75))
+    return float(one.mean()), q50, q75 - q25
 
 
 def raw_measures(raw: np.ndarray, starts: np.ndarray, length: int, native_fs: float, cfg: GateConfig) -> dict:

@@ -116,8 +116,9 @@ def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseW
     raw = (sig.ppg, sig.ecg)
     filt = []
     for x, band in zip(raw, (cfg.filter.ppg_band, cfg.filter.ecg_band)):
-        sos = bandpass_sos(cfg.filter.type, cfg.filter.order, band, cfg.native_srate)
-        filt.append(resample(bandpass(fill_gaps(x), sos), dec))
+        # resampling first: both steps are linear filters, and the band-pass then runs on 1/decimation the samples
+        sos = bandpass_sos(cfg.filter.type, cfg.filter.order, band, fs)
+        filt.append(bandpass(resample(fill_gaps(x), dec), sos))
     n = min(len(filt[0]), len(filt[1]), len(raw[0]) // dec)
     starts = window_starts(n, L, cfg.stride_len)
     ppg, ecg, pair, beats = case_measures(tuple(r[: n * dec] for r in raw), tuple(f[:n] for f in filt), starts, L,
