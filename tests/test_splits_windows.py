@@ -217,3 +217,18 @@ def test_gate_figure_is_written_per_split(demo_run):
         w, h = im.size
     assert w > 1000 and h > 1000
     assert not list((root / "win").glob("*.tmp*"))
+
+
+def test_a_criterion_rejecting_a_whole_case_is_noted_with_a_hint(tmp_path, wcfg):
+    """An ECG stored in microvolts loses every window to `amplitude`; the report says which case and why."""
+    d = tmp_path / "local"
+    d.mkdir()
+    ppg, ecg = clean_case(120)
+    write_case(d / "1.vital", 1, ppg, ecg, 120)
+    write_case(d / "2.vital", 2, ppg, ecg * 1000.0, 120)
+    report = build_split(LocalSource("local", d, None), [(1, None), (2, None)], wcfg, tmp_path / "out", "train",
+                         progress=False)
+    assert report["windows_kept"] == 12 and report["rejected_by_criterion"]["amplitude"] == 12
+    assert report["case_warnings"] == [{"caseid": 2, "criterion": "amplitude", "rejected": 12, "windows": 12,
+                                        "hint": report["case_warnings"][0]["hint"]}]
+    assert "units" in report["case_warnings"][0]["hint"]

@@ -210,8 +210,15 @@ def raw_measures(raw: np.ndarray, starts: np.ndarray, length: int, native_fs: fl
     return {"missing": missing, "flat_s": flat, "clip": clip}
 
 
+def detect_pair(ppg: np.ndarray, ecg: np.ndarray, fs: float, hr_max: float, ppg_amp: float, ecg_amp: float,
+                inverted: bool) -> tuple[np.ndarray, np.ndarray]:
+    """PPG pulse peaks and R peaks of one band-passed window (an inverted ECG is searched for its troughs)."""
+    return (detect_beats(ppg, fs, hr_max, ppg_amp),
+            detect_beats(-ecg if inverted else ecg, fs, hr_max, ecg_amp))
+
+
 def case_measures(raw: tuple, filt: tuple, starts: np.ndarray, length: int, decimation: int, native_fs: float,
-                  fs: float, cfg: GateConfig) -> tuple[dict, dict, dict, list]:
+                  fs: float, cfg: GateConfig, detect=detect_pair) -> tuple[dict, dict, dict, list]:
     """Gate measures of every window of a case: ``(ppg, ecg, pair, beats)``.
 
     ``raw = (ppg, ecg)`` at ``native_fs`` (NaN = missing), ``filt = (ppg, ecg)`` band-passed
@@ -219,6 +226,8 @@ def case_measures(raw: tuple, filt: tuple, starts: np.ndarray, length: int, deci
     and ``raw[c][starts[i] * decimation:(starts[i] + length) * decimation]``.
     ``ppg`` and ``ecg`` map :data:`CHANNEL_MEASURES` to ``[n]`` arrays, ``pair``
     maps :data:`PAIR_MEASURES`; ``beats[i] = (ppg_peaks, ecg_peaks)`` of window ``i``.
+    ``detect``: the beat detector, with :func:`detect_pair`'s signature (another
+    one can be measured against it, see ``benchmarks/bench_detectors.py``).
     The ECG's polarity is chosen per window: a lead whose deepest deflections
     point down (an inverted lead, or one where S outweighs R) is searched for
     negative peaks, so its rate comes out right.
@@ -240,8 +249,7 @@ def case_measures(raw: tuple, filt: tuple, starts: np.ndarray, length: int, deci
     beats = []
     hr_max = cfg.hr_range[1]
     for i in range(n):
-        p = detect_beats(ppg_w[i], fs, hr_max, ppg["amp"][i])
-        r = detect_beats(-ecg_w[i] if inverted[i] else ecg_w[i], fs, hr_max, ecg["amp"][i])
+        p, r = detect(ppg_w[i], ecg_w[i], fs, hr_max, ppg["amp"][i], ecg["amp"][i], inverted[i])
         for m, pk in ((ppg, p), (ecg, r)):
             m["beats"][i] = len(pk)
             m["hr"][i], m["ibi_cv"][i], m["gap_ratio"][i] = beat_measures(pk, length, fs)

@@ -95,6 +95,9 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
     print(f"build-windows {split}: {report['cases_read']}/{report['cases_total']} cases read, "
           f"{report['windows_kept']}/{report['windows_total']} windows kept; rejected by criterion "
           f"{report['rejected_by_criterion']}; failed cases {report['cases_failed_by_reason']}")
+    for w in report["case_warnings"]:
+        print(f"build-windows {split}: case {w['caseid']}: {w['criterion']} rejected {w['rejected']} of its "
+              f"{w['windows']} windows ({w['hint']})")
     if metrics_path is not None:
         metrics_path = Path(metrics_path)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
