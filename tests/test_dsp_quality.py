@@ -201,3 +201,58 @@ def test_mains_hum_is_filtered_out_of_kept_windows(tmp_path, wcfg):
     residual = np.sqrt(np.mean((hum.windows[:, 1] - clean.windows[:, 1]) ** 2))
     hum_z = 0.2 / np.sqrt(2) / np.std(ecg)  # the hum's RMS in z units, had nothing filtered it
     assert residual < 0.1 * hum_z
+
+
+def test_beat_measures_gap_ratio_counts_missed_beats_and_edges():
+    from vitalssl.data.quality import beat_measures
+    fs, L = 125.0, 1250
+    beats = np.arange(50, L, 100)  # every 0.8 s: 75 bpm
+    hr, cv, gap = beat_measures(beats, L, fs)
+    assert hr == pytest.approx(75.0) and cv == pytest.approx(0.0) and gap == pytest.approx(1.0)
+    assert beat_measures(np.delete(beats, 5), L, fs)[2] == pytest.approx(2.0)      # one missed beat
+    assert beat_measures(beats[beats < 700], L, fs)[2] == pytest.approx(5.99)      # nothing in the last 6 s
+    assert np.isnan(beat_measures(beats[:1], L, fs)[0])
+
+
+@pytest.mark.parametrize("delay_s", [0.25, 0.79, 0.81])  # 0.8 s is one whole R-R interval
+def test_correspondence_of_a_true_pair_at_any_delay(delay_s):
+    from vitalssl.data.quality import correspondence
+    fs = 125.0
+    r_all = np.arange(-280, 1250, 100)  # beats before the window have their pulses in it
+    p = np.round(r_all + delay_s * fs).astype(int)
+    p, r = p[(p >= 0) & (p < 1250)], r_all[r_all >= 0]
+    match, pat, iqr = correspondence(r, p, fs, 1250)
+    assert match == 1.0 and iqr == pytest.approx(0.0) and pat == pytest.approx(round(delay_s * fs) / fs % 0.8, abs=0.01)
+
+
+def test_correspondence_of_a_drifting_pair():
+    """PPG 3 bpm slower than the ECG: the delay drifts by 0.03 s a beat, far beyond a true pair's IQR."""
+    from vitalssl.data.quality import correspondence
+    fs = 125.0
+    r = np.arange(20, 1250, 100)                       # 75 bpm
+    p = np.round(45 + np.arange(12) * 103.4).astype(int)  # about 72.5 bpm
+    match, _, iqr = correspondence(r, p[p < 1250], fs, 1250)
+    assert iqr > 0.1
+
+
+def test_clipping_plateau_is_found_through_ringing(wcfg):
+    """A clipped pulse train resampled to 250 Hz and back overshoots its rail, so few samples reach the window's
+    maximum; the plateau measure still sees the clip, and none in the same train unclipped."""
+    from scipy.signal import resample_poly
+    from vitalssl.data.quality import _clip_fraction
+    ppg, _ = clean_case(10)
+    clipped = np.minimum(ppg, np.percentile(ppg, 85))
+    ringing = resample_poly(resample_poly(clipped, 1, 2), 2, 1)
+    assert ringing.max() > clipped.max()  # the resampler overshoots the rail
+    g = wcfg.gate
+    frac = _clip_fraction(np.stack([ppg, clipped, ringing]), g.clip_tol, int(g.clip_min_run_s * 500))
+    assert frac[0] < g.max_clip_frac and frac[1] > 5 * g.max_clip_frac and frac[2] > 5 * g.max_clip_frac
+
+
+def test_inverted_ecg_window_is_read_with_negative_polarity(wcfg):
+    ppg, ecg = clean_case(20)
+    fails, m = _window(wcfg, ppg, -ecg)
+    assert not any(fails.values()), fails
+    assert m[2]["ecg_inverted"] and m[1]["hr"] == pytest.approx(72, abs=1.5)
+    _, m = _window(wcfg, ppg, ecg)
+    assert not m[2]["ecg_inverted"]

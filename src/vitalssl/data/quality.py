@@ -157,17 +157,19 @@ def beat_measures(peaks: np.ndarray, length: int, fs: float) -> tuple[float, flo
     return 60.0 * fs / med, cv, gaps / med
 
 
-def correspondence(r: np.ndarray, p: np.ndarray, fs: float) -> tuple[float, float, float]:
+def correspondence(r: np.ndarray, p: np.ndarray, fs: float, length: int) -> tuple[float, float, float]:
     """``(beat_match, pat_s, pat_iqr_s)`` of R peaks ``r`` and PPG pulse peaks ``p`` (samples).
 
     Each PPG pulse belongs to the R peak it follows by the pair's pulse arrival
     time. The typical delay is found first, as the circular mean of each
     pulse's phase within its R-R interval (so a delay near a whole interval
     does not wrap); every R-R interval is then shifted by that delay less half
-    an interval, and holds exactly one pulse in a true pair.
+    an interval, and holds exactly one pulse in a true pair. Only shifted
+    intervals inside the window of ``length`` samples are scored: one that
+    reaches past an edge may have its pulse outside.
     ``beat_match``: the fraction of R-R intervals that do; ``pat_s``, ``pat_iqr_s``:
-    median and interquartile range of their delays, s. NaN without two R peaks
-    or with no pulse between them.
+    median and interquartile range of their delays, s. NaN without two R peaks,
+    with no pulse between them, or with no scored interval.
     """
     if len(r) < 2 or len(p) == 0:
         return np.nan, np.nan, np.nan
@@ -180,12 +182,16 @@ def correspondence(r: np.ndarray, p: np.ndarray, fs: float) -> tuple[float, floa
     mean_phase = (np.angle(np.mean(np.exp(2j * np.pi * phase))) / (2 * np.pi)) % 1.0
     shift = (mean_phase - 0.5) * rr  # per interval, s * fs
     lo, hi = r[:-1] + shift, r[1:] + shift
+    inside = (lo >= 0) & (hi <= length)
+    if not inside.any():
+        return np.nan, np.nan, np.nan
+    lo, hi, r0 = lo[inside], hi[inside], r[:-1][inside]
     first = np.searchsorted(p, lo, side="left")
     count = np.searchsorted(p, hi, side="left") - first
     one = count == 1
     if not one.any():
         return 0.0, np.nan, np.nan
-    pat = (p[first[one]] - r[:-1][one]) / fs
+    pat = (p[first[one]] - r0[one]) / fs
     q25, q50, q75 = _quantiles(pat, (0.25, 0.5, 0.75))
     return float(one.mean()), q50, q75 - q25
 
@@ -253,7 +259,7 @@ def case_measures(raw: tuple, filt: tuple, starts: np.ndarray, length: int, deci
         for m, pk in ((ppg, p), (ecg, r)):
             m["beats"][i] = len(pk)
             m["hr"][i], m["ibi_cv"][i], m["gap_ratio"][i] = beat_measures(pk, length, fs)
-        pair["beat_match"][i], pair["pat_s"][i], pair["pat_iqr_s"][i] = correspondence(r, p, fs)
+        pair["beat_match"][i], pair["pat_s"][i], pair["pat_iqr_s"][i] = correspondence(r, p, fs, length)
         beats.append((p, r))
     pair["hr_diff"] = np.abs(ppg["hr"] - ecg["hr"])  # NaN if either has no HR
     return ppg, ecg, pair, beats
