@@ -89,3 +89,31 @@ def test_killed_worker_fails_only_its_case(tmp_path, wcfg, workers):
     assert report["failed_cases"][0]["caseid"] == 2
     assert np.load(tmp_path / "out" / "train_windows.npy").shape == (12, 2, 1250)
     assert not list((tmp_path / "out").glob("*.tmp*"))
+
+
+class SlowSource(LocalSource):
+    """A local source that never finishes handing over one case (as a stalled download would)."""
+
+    def __init__(self, directory, slow_case):
+        super().__init__("local", directory, None)
+        self.slow_case = slow_case
+
+    def case_path(self, caseid):
+        if caseid == self.slow_case:
+            time.sleep(60)
+        return super().case_path(caseid)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_case_over_its_time_limit_fails_only_itself(tmp_path, wcfg, workers):
+    d = tmp_path / "local"
+    d.mkdir()
+    for c in (1, 2, 3):
+        write_case(d / f"{c}.vital", c, *clean_case(40, seed=c), 40)
+    t0 = time.monotonic()
+    report = build_split(SlowSource(d, 1), [(c, None) for c in (1, 2, 3)],
+                         replace(wcfg, num_workers=workers, case_timeout_s=1.5), tmp_path / "out", "val",
+                         progress=False)
+    assert time.monotonic() - t0 < 30
+    assert report["failed_cases"] == [{"caseid": 1, "reason": "timeout", "detail": report["failed_cases"][0]["detail"]}]
+    assert report["cases_read"] == 2 and np.load(tmp_path / "out" / "val_windows.npy").shape == (8, 2, 1250)

@@ -121,9 +121,10 @@ def test_gate_precision_and_recall_on_demo_faults(tmp_path, demo_cfg, wcfg):
     assert total["clean_kept"] / total["clean"] >= 0.95, total
 
 
-def _kind_run(tmp_path, demo_cfg, wcfg, kind, n_cases=4, rate=2.0):
+def _kind_run(tmp_path, demo_cfg, wcfg, kind, n_cases=4, rate=2.0, duration_s=180):
     """Short demo cases whose only unusable faults are of ``kind``: (scores against the truth, [(result, faults)])."""
-    cfg = replace(demo_cfg, n_cases=n_cases, n_subjects=n_cases, duration_s=(180, 180), fault_rate_per_min=rate)
+    cfg = replace(demo_cfg, n_cases=n_cases, n_subjects=n_cases, duration_s=(duration_s, duration_s),
+                  fault_rate_per_min=rate)
     generate_demo(cfg, tmp_path, progress=False, kinds=(kind,))
     faults = load_faults(tmp_path)
     total = {"faulted": 0, "faulted_rejected": 0, "clean": 0, "clean_kept": 0, "borderline": 0}
@@ -150,7 +151,7 @@ def test_inverted_ecg_is_kept_with_its_true_heart_rate(tmp_path, demo_cfg, wcfg)
     import io
     from vitalssl.data.windows import DECISION_COLUMNS, META_COLUMNS
     _, results = _kind_run(tmp_path, demo_cfg, replace(wcfg, label_tracks={"hr": "Solar8000/HR"}), "flat",
-                           n_cases=24, rate=0.0)
+                           n_cases=16, rate=0.0, duration_s=120)
     inverted = 0
     for res, faults in results:
         flips = [f.start_s for f in faults if f.kind == "inverted_ecg"]

@@ -117,7 +117,8 @@ def test_build_windows_is_deterministic(demo_run, tmp_path):
     root, data, _, wcfg, _ = demo_run
     run_build_windows(data, replace(wcfg, num_workers=2), root / "splits.json", "train", tmp_path, None,
                       progress=False)
-    for name in ("train_windows.npy", "train_windows.meta.csv", "train_windows.json"):
+    for name in ("train_windows.npy", "train_windows.meta.csv", "train_windows.decisions.csv", "train_gate.png",
+                 "train_windows.json"):
         a = hashlib.sha256((root / "win" / name).read_bytes()).hexdigest()
         b = hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
         if name.endswith(".json"):

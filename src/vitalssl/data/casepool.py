@@ -100,6 +100,8 @@ def run_cases(fn: Callable, jobs: Sequence, workers: int, timeout_s: float) -> I
                 while pending and len(running) < workers and len(done) < 4 * workers:
                     i = pending.popleft()
                     running[pool.submit(_guarded, fn, jobs[i], timeout_s)] = (i, time.monotonic())
+            if not running:  # cannot happen: the next case to yield is always in flight, held or queued
+                raise RuntimeError(f"case pool stalled before case {next_out} of {n}")
             finished, _ = wait(running, return_when=FIRST_COMPLETED)
             alone = len(running) == 1
             broken = []

@@ -204,6 +204,7 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
     npy = NpyAppender(paths["npy"], (2, L))
     streams = []
     book = ExampleBook()
+    results = None
     try:
         streams = [_CsvStream(paths["meta"], META_COLUMNS + label_cols),
                    _CsvStream(paths["decisions"], DECISION_COLUMNS)]
@@ -240,6 +241,8 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
                 "normalisation": "z-score per window and channel", "params": to_dict(cfg)}
         write_json(paths["info"], info)
     except BaseException:
+        if results is not None:
+            results.close()  # stops the workers' pool now, not whenever the generator is collected
         npy.abort()
         for s in streams:
             s.abort()
