@@ -117,3 +117,24 @@ def test_case_over_its_time_limit_fails_only_itself(tmp_path, wcfg, workers):
     assert time.monotonic() - t0 < 30
     assert report["failed_cases"] == [{"caseid": 1, "reason": "timeout", "detail": report["failed_cases"][0]["detail"]}]
     assert report["cases_read"] == 2 and np.load(tmp_path / "out" / "val_windows.npy").shape == (8, 2, 1250)
+
+
+class FaultySource(LocalSource):
+    """A local source that raises an error nothing foresaw for one case."""
+
+    def case_path(self, caseid):
+        if caseid == 2:
+            raise ValueError("no such volume")
+        return super().case_path(caseid)
+
+
+def test_unforeseen_error_fails_only_its_case_and_is_named(tmp_path, wcfg):
+    d = tmp_path / "local"
+    d.mkdir()
+    for c in (1, 2):
+        write_case(d / f"{c}.vital", c, *clean_case(40, seed=c), 40)
+    report = build_split(FaultySource("local", d, None), [(1, None), (2, None)], replace(wcfg, num_workers=2),
+                         tmp_path / "out", "train", progress=False)
+    assert report["failed_cases"] == [{"caseid": 2, "reason": "processing_error",
+                                       "detail": "ValueError: no such volume"}]
+    assert report["windows_kept"] == 4
