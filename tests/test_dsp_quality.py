@@ -257,3 +257,25 @@ def test_inverted_ecg_window_is_read_with_negative_polarity(wcfg):
     assert m[2]["ecg_inverted"] and m[1]["hr"] == pytest.approx(72, abs=1.5)
     _, m = _window(wcfg, ppg, ecg)
     assert not m[2]["ecg_inverted"]
+
+
+def test_longest_flat_run_matches_a_sample_by_sample_count():
+    """Against a plain loop, on random quantised signals with gaps and overlapping or spaced windows."""
+    def by_loop(raw, starts, length):
+        out = []
+        for s in starts:
+            best = cur = 0
+            for v in np.abs(np.diff(raw[s:s + length])) <= 0.0:
+                cur = cur + 1 if v else 0
+                best = max(best, cur)
+            out.append(best + 1 if best else 0)
+        return out
+
+    rng = np.random.default_rng(1)
+    for _ in range(60):
+        n = int(rng.integers(20, 200))
+        raw = rng.integers(0, 3, n).astype(float)
+        raw[rng.random(n) < 0.1] = np.nan
+        length = int(rng.integers(2, min(40, n)))
+        starts = np.arange(0, n - length + 1, int(rng.integers(1, length + 3)))
+        assert _longest_flat_run(raw, starts, length, 0.0).tolist() == by_loop(raw, starts, length)

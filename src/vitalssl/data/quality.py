@@ -32,16 +32,24 @@ def _windows(x: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
 
 
 def _longest_flat_run(raw: np.ndarray, starts: np.ndarray, length: int, eps: float) -> np.ndarray:
-    """Longest run of consecutive samples that change by at most ``eps``, per window, in samples."""
-    same = np.abs(np.diff(raw)) <= eps  # NaN compares False
-    # run length of `same` ending at each position
-    idx = np.arange(1, len(same) + 1, dtype=np.int32)
-    last_break = np.maximum.accumulate(np.where(same, np.int32(0), idx))
-    run_end = idx - last_break  # 0 where not `same`
-    ends = _windows(run_end, starts, length - 1)
-    within = np.arange(1, length, dtype=np.int32)  # a run inside the window is at most its offset + 1 long
-    longest = np.minimum(ends, within).max(axis=1)
-    return np.where(longest > 0, longest + 1, 0)  # runs of equal steps -> samples
+    """Longest run of consecutive samples that change by at most ``eps``, per window, in samples.
+
+    Works run by run: a recording holds few such runs, so the cost is a pass
+    over the signal, not over every window's samples.
+    """
+    same = np.abs(np.diff(raw)) <= eps  # same[j]: sample j + 1 repeats sample j (NaN compares False)
+    edges = np.flatnonzero(np.diff(same.astype(np.int8), prepend=np.int8(0), append=np.int8(0)))
+    rs, re = edges[::2], edges[1::2]  # steps rs..re-1 are flat: samples rs..re
+    # windows whose steps [s, s + length - 1) meet [rs, re): rs - length + 1 < s < re
+    lo = np.searchsorted(starts, rs - length + 2, side="left")
+    hi = np.searchsorted(starts, re, side="left")
+    count = np.maximum(hi - lo, 0)
+    run = np.repeat(np.arange(len(rs)), count)
+    win = lo[run] + (np.arange(len(run)) - np.repeat(np.cumsum(count) - count, count))
+    steps = np.minimum(re[run], starts[win] + length - 1) - np.maximum(rs[run], starts[win])
+    longest = np.zeros(len(starts), np.int64)
+    np.maximum.at(longest, win, steps)
+    return np.where(longest > 0, longest + 1, 0)  # flat steps -> samples
 
 
 def _run_fraction(mask: np.ndarray, min_run: int) -> np.ndarray:

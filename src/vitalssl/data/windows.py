@@ -7,7 +7,6 @@ examples (:mod:`vitalssl.data.gatefigure`).
 
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,16 +92,22 @@ def _csv_rows(columns: list) -> str:
 
 
 def _window_labels(labels: dict, starts: np.ndarray, length: int, fs: float) -> dict:
-    """Each numeric track averaged over each window (1 Hz values; NaN where none is finite)."""
+    """Each numeric track (1 Hz values) averaged over each window's seconds; NaN where none is finite.
+
+    Window ``i`` covers seconds ``floor(s / fs)`` up to ``ceil((s + length) / fs)``; the means come
+    from running sums, one pass per track however many windows there are.
+    """
+    t0 = (starts // fs).astype(np.int64)
+    t1 = np.ceil((starts + length) / fs).astype(np.int64)
     out = {}
     for k, x in labels.items():
-        vals = np.full(len(starts), np.nan)
-        for j, s in enumerate(starts):
-            seg = x[int(s // fs):int(math.ceil((s + length) / fs))]
-            seg = seg[np.isfinite(seg)]
-            if len(seg):
-                vals[j] = seg.mean()
-        out[k] = vals
+        ok = np.isfinite(x)
+        total = np.concatenate([[0.0], np.cumsum(np.where(ok, x, 0.0))])
+        count = np.concatenate([[0], np.cumsum(ok)])
+        a, b = np.minimum(t0, len(x)), np.minimum(t1, len(x))
+        n = count[b] - count[a]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[k] = np.where(n > 0, (total[b] - total[a]) / n, np.nan)
     return out
 
 
