@@ -26,8 +26,12 @@ REL_PROMINENCE = 0.35  # a beat stands out by this fraction of the window's robu
 
 
 def _windows(x: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-    """Read-only ``[n, length]`` view of ``x`` at ``starts`` (no copy)."""
+    """Read-only ``[n, length]`` windows of ``x`` at ``starts``: a view when the starts are evenly
+    spaced (a case's windows always are), a copy otherwise."""
     view = np.lib.stride_tricks.sliding_window_view(x, length)
+    step = int(starts[1] - starts[0]) if len(starts) > 1 else 1
+    if len(starts) and step > 0 and np.array_equal(starts, starts[0] + step * np.arange(len(starts))):
+        return view[starts[0]::step][: len(starts)]
     return view[starts]
 
 
@@ -68,8 +72,10 @@ def _run_fraction(mask: np.ndarray, min_run: int) -> np.ndarray:
 CLIP_BAND = 0.1  # a plateau is looked for in the outer 10% of the window's range on each side
 
 
-def _plateau_fraction(w: np.ndarray, top: np.ndarray, span: np.ndarray, tol: float, min_run: int) -> np.ndarray:
-    """Per row of ``w``: fraction of samples on a plateau near the top of the range (``top`` = row maximum).
+def _plateau_fraction(w: np.ndarray, edge: np.ndarray, span: np.ndarray, tol: float, min_run: int,
+                      top: bool) -> np.ndarray:
+    """Per row of ``w``: fraction of samples on a plateau near the top of the range (``edge`` = row maximum),
+    or near its bottom (``top=False``, ``edge`` = row minimum).
 
     The plateau's level is the most populated ``tol``-wide bin of the range's outer
     ``CLIP_BAND``; samples within one bin of it, and less than half a bin from the
@@ -81,9 +87,11 @@ def _plateau_fraction(w: np.ndarray, top: np.ndarray, span: np.ndarray, tol: flo
     nb = int(np.ceil(CLIP_BAND / tol))
     unit = tol * span[:, 0]
     with np.errstate(invalid="ignore"):
-        r, c = np.nonzero(w >= top - CLIP_BAND * span)  # row-major: each row's samples in time order
+        # row-major: each row's samples in time order
+        r, c = np.nonzero(w >= edge - CLIP_BAND * span if top else w <= edge + CLIP_BAND * span)
     v = w[r, c]
-    k = np.minimum(((top[r, 0] - v) / unit[r]).astype(np.int64), nb - 1)  # 0 = the top bin
+    depth = edge[r, 0] - v if top else v - edge[r, 0]
+    k = np.minimum((depth / unit[r]).astype(np.int64), nb - 1)  # 0 = the bin at the edge
     mode = np.bincount(r * nb + k, minlength=n * nb).reshape(n, nb).argmax(axis=1)
     prev = w[r, np.maximum(c - 1, 0)]
     keep = (np.abs(k - mode[r]) <= 1) & (np.abs(v - prev) <= 0.5 * unit[r]) & (c > 0)
@@ -115,10 +123,12 @@ def _clip_fraction(w: np.ndarray, tol: float, min_run: int) -> np.ndarray:
     span = hi - lo
     ok = span[:, 0] > 0
     frac = np.ones(len(w))
-    if ok.any():
+    if ok.all():  # no copy of the windows in the usual case
+        frac = _plateau_fraction(w, hi, span, tol, min_run, True) + _plateau_fraction(w, lo, span, tol, min_run, False)
+    elif ok.any():
         wk, sk = w[ok], span[ok]
-        frac[ok] = (_plateau_fraction(wk, hi[ok], sk, tol, min_run)
-                    + _plateau_fraction(-wk, -lo[ok], sk, tol, min_run))
+        frac[ok] = (_plateau_fraction(wk, hi[ok], sk, tol, min_run, True)
+                    + _plateau_fraction(wk, lo[ok], sk, tol, min_run, False))
     return frac
 
 
@@ -219,8 +229,11 @@ def raw_measures(raw: np.ndarray, starts: np.ndarray, length: int, native_fs: fl
         flat = _longest_flat_run(raw, starts, length, cfg.flat_eps) / native_fs
         clip = np.ones(n)
         ok = missing < 1.0
-        if ok.any():
-            clip[ok] = _clip_fraction(rw[ok], cfg.clip_tol, max(2, int(round(cfg.clip_min_run_s * native_fs))))
+        min_run = max(2, int(round(cfg.clip_min_run_s * native_fs)))
+        if ok.all():
+            clip = _clip_fraction(rw, cfg.clip_tol, min_run)
+        elif ok.any():
+            clip[ok] = _clip_fraction(rw[ok], cfg.clip_tol, min_run)
     return {"missing": missing, "flat_s": flat, "clip": clip}
 
 
