@@ -185,9 +185,11 @@ def correspondence(r: np.ndarray, p: np.ndarray, fs: float, length: int) -> tupl
     an interval, and holds exactly one pulse in a true pair. Only shifted
     intervals inside the window of ``length`` samples are scored: one that
     reaches past an edge may have its pulse outside.
-    ``beat_match``: the fraction of R-R intervals that do; ``pat_s``, ``pat_iqr_s``:
-    median and interquartile range of their delays, s. NaN without two R peaks,
-    with no pulse between them, or with no scored interval.
+    ``beat_match``: the fraction of scored intervals holding exactly one pulse;
+    ``pat_s``, ``pat_iqr_s``: median and interquartile range of those pulses'
+    delays after their R peak, s (a delay longer than an R-R interval is seen
+    modulo the interval). NaN without two R peaks, with no pulse between them,
+    or with no scored interval.
     """
     if len(r) < 2 or len(p) == 0:
         return np.nan, np.nan, np.nan
@@ -200,10 +202,10 @@ def correspondence(r: np.ndarray, p: np.ndarray, fs: float, length: int) -> tupl
     mean_phase = (np.angle(np.mean(np.exp(2j * np.pi * phase))) / (2 * np.pi)) % 1.0
     shift = (mean_phase - 0.5) * rr  # per interval, s * fs
     lo, hi = r[:-1] + shift, r[1:] + shift
-    inside = (lo >= 0) & (hi <= length)
-    if not inside.any():
+    scored = (lo >= 0) & (hi <= length)
+    if not scored.any():
         return np.nan, np.nan, np.nan
-    lo, hi, r0 = lo[inside], hi[inside], r[:-1][inside]
+    lo, hi, r0 = lo[scored], hi[scored], r[:-1][scored]
     first = np.searchsorted(p, lo, side="left")
     count = np.searchsorted(p, hi, side="left") - first
     one = count == 1

@@ -112,7 +112,7 @@ def _window_labels(labels: dict, starts: np.ndarray, length: int, fs: float) -> 
 
 
 def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseWindows:
-    """Read, filter, resample, window, gate and normalise one case."""
+    """Read, resample, filter, window, gate and normalise one case; format its rows for the CSV files."""
     try:
         sig = read_case(path, caseid, cfg.ppg_track, cfg.ecg_track, dict(cfg.label_tracks), cfg.native_srate)
     except CaseError as e:
