@@ -110,7 +110,11 @@ def test_window_file_format_and_memory_map(demo_run):
     assert float(row["label_hr"]) > 30 and 0 <= float(row["label_bis"]) <= 100 and row["subjectid"]
     info = json.loads((root / "win" / "train_windows.json").read_text())
     assert info["channels"] == ["PPG", "ECG"] and info["count"] == len(x)
-    assert "gate_vs_demo_faults" in report and json.loads((root / "m.json").read_text())["windows_kept"] == len(x)
+    assert json.loads((root / "m.json").read_text())["windows_kept"] == len(x)
+    truth = report["gate_vs_demo_faults"]
+    assert truth["faulted_rejected_frac"] == truth["faulted_rejected"] / truth["faulted"]
+    assert truth["rejection_precision"] == truth["faulted_rejected"] / (
+        truth["faulted_rejected"] + truth["clean"] - truth["clean_kept"])
 
 
 def test_build_windows_is_deterministic(demo_run, tmp_path):

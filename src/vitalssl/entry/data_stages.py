@@ -91,6 +91,8 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
         truth = dict(truth)
         truth["faulted_rejected_frac"] = truth.get("faulted_rejected", 0) / max(truth.get("faulted", 0), 1)
         truth["clean_kept_frac"] = truth.get("clean_kept", 0) / max(truth.get("clean", 0), 1)
+        rejected = truth.get("faulted_rejected", 0) + truth.get("clean", 0) - truth.get("clean_kept", 0)
+        truth["rejection_precision"] = truth.get("faulted_rejected", 0) / max(rejected, 1)
         report["gate_vs_demo_faults"] = truth
     print(f"build-windows {split}: {report['cases_read']}/{report['cases_total']} cases read, "
           f"{report['windows_kept']}/{report['windows_total']} windows kept; rejected by criterion "
