@@ -1,19 +1,23 @@
 """build-windows throughput against the floor of just reading the .vital files.
 
-Generates long demo cases (default: 3 cases of 3 h, then 6 to check that memory
-stays flat), then in fresh processes measures
-  floor : vitaldb.VitalFile + both waveforms at the native rate, per case
-  stage : the whole build-windows path (gzip check, read, filter, resample, gate,
-          normalise, write) with the params' num_workers
-and prints cases/s, windows/s and peak RSS (process + its workers) for each.
+Generates long demo cases (default: 4 cases of 3 h, then 8 to check that memory
+stays flat), then, for 2 workers and for os.cpu_count() workers, in fresh
+processes measures
+  floor : vitaldb.VitalFile + both waveforms at the native rate, the cases spread
+          over the same number of processes
+  stage : the whole build-windows path (gzip check, read, resample, filter, gate,
+          normalise, write the window file, decisions table and gate figure)
+and prints cases/s, windows/s, peak RSS (process + its workers) and the
+stage / floor time ratio for each.
 
-    python benchmarks/bench_windows.py [--cases 3] [--hours 3] [--workers 2]
+    python benchmarks/bench_windows.py [--cases 4] [--hours 3] [--workers 2 16]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -33,8 +37,6 @@ def _peak_rss_mib() -> float:
 
 
 def inner(mode: str, case_dir: Path, n: int, workers: int) -> None:
-    import numpy as np
-    import vitaldb
 
     from vitalssl.config import from_dict
     from vitalssl.data.config import WindowConfig
@@ -48,13 +50,10 @@ def inner(mode: str, case_dir: Path, n: int, workers: int) -> None:
     t0 = time.perf_counter()
     windows = 0
     if mode == "floor":
-        for c in ids:
-            vf = vitaldb.VitalFile(str(case_dir / f"{c}.vital"), track_names=[cfg.ppg_track, cfg.ecg_track])
-            x = vf.get_track_samples(cfg.ppg_track, 1 / 500)
-            y = vf.get_track_samples(cfg.ecg_track, 1 / 500)
-            windows += int(min(len(x), len(y)) / 500 // cfg.stride_s)
-            del vf, x, y
-            np.zeros(1)
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+        with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+            windows = sum(pool.map(_read_floor, [(case_dir / f"{c}.vital", cfg) for c in ids]))
     else:
         with tempfile.TemporaryDirectory() as out:
             rep = build_split(LocalSource("local", case_dir, None), [(c, None) for c in ids], cfg, Path(out),
@@ -62,6 +61,16 @@ def inner(mode: str, case_dir: Path, n: int, workers: int) -> None:
             windows = rep["windows_total"]
     dt = time.perf_counter() - t0
     print(json.dumps({"seconds": dt, "cases": len(ids), "windows": windows, "rss_mib": _peak_rss_mib()}))
+
+
+def _read_floor(args) -> int:
+    """Read one case's two waveforms at the native rate, as the stage must; returns its window count."""
+    import vitaldb
+    path, cfg = args
+    vf = vitaldb.VitalFile(str(path), track_names=[cfg.ppg_track, cfg.ecg_track])
+    x = vf.get_track_samples(cfg.ppg_track, 1 / cfg.native_srate)
+    y = vf.get_track_samples(cfg.ecg_track, 1 / cfg.native_srate)
+    return int(min(len(x), len(y)) / cfg.native_srate // cfg.stride_s)
 
 
 def run(mode, case_dir, n, workers) -> dict:
@@ -72,9 +81,9 @@ def run(mode, case_dir, n, workers) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cases", type=int, default=3)
+    ap.add_argument("--cases", type=int, default=4)
     ap.add_argument("--hours", type=float, default=3.0)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, nargs="+", default=sorted({2, os.cpu_count() or 1}))
     ap.add_argument("--inner", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inner:
@@ -88,6 +97,7 @@ def main() -> None:
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     secs = int(args.hours * 3600)
+    print(f"os.cpu_count() = {os.cpu_count()}")
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         dcfg = from_dict(DemoConfig, {**params["demo"], "n_cases": 2 * args.cases, "n_subjects": 2 * args.cases,
@@ -97,20 +107,19 @@ def main() -> None:
         size = sum(p.stat().st_size for p in d.glob("*.vital")) / 2 / args.cases / 2**20
         print(f"generated {2 * args.cases} cases of {args.hours:g} h ({size:.0f} MiB .vital each) "
               f"in {time.perf_counter() - t0:.0f} s")
-        rows = []
-        for n in (args.cases, 2 * args.cases):
-            floor = run("floor", d, n, 1)
-            stage = run("stage", d, n, args.workers)
-            rows.append((n, floor, stage))
-        print(f"{'cases':>5} {'what':>6} {'s':>7} {'cases/s':>8} {'windows/s':>10} {'peak RSS MiB':>13}")
-        for n, floor, stage in rows:
-            for name, r in (("floor", floor), ("stage", stage)):
-                print(f"{n:>5} {name:>6} {r['seconds']:7.1f} {r['cases'] / r['seconds']:8.3f} "
-                      f"{r['windows'] / r['seconds']:10.0f} {r['rss_mib']:13.0f}")
-            print(f"{n:>5}  stage / floor time: {stage['seconds'] / floor['seconds']:.2f} "
-                  f"(stage with {args.workers} worker(s), floor in 1 process)")
-        print(f"peak RSS of the stage, {2 * args.cases} vs {args.cases} cases: "
-              f"{rows[1][2]['rss_mib'] / rows[0][2]['rss_mib']:.2f}x")
+        print(f"{'workers':>7} {'cases':>5} {'what':>6} {'s':>7} {'cases/s':>8} {'windows/s':>10} {'peak RSS MiB':>13}")
+        for w in args.workers:
+            rows = []
+            for n in (args.cases, 2 * args.cases):
+                floor = run("floor", d, n, w)
+                stage = run("stage", d, n, w)
+                rows.append(stage)
+                for name, r in (("floor", floor), ("stage", stage)):
+                    print(f"{w:>7} {n:>5} {name:>6} {r['seconds']:7.1f} {r['cases'] / r['seconds']:8.3f} "
+                          f"{r['windows'] / r['seconds']:10.0f} {r['rss_mib']:13.0f}")
+                print(f"{w:>7} {n:>5}  stage / floor time: {stage['seconds'] / floor['seconds']:.2f}")
+            print(f"{w:>7} peak RSS of the stage, {2 * args.cases} vs {args.cases} cases: "
+                  f"{rows[1]['rss_mib'] / rows[0]['rss_mib']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -110,14 +110,19 @@ def test_window_file_format_and_memory_map(demo_run):
     assert float(row["label_hr"]) > 30 and 0 <= float(row["label_bis"]) <= 100 and row["subjectid"]
     info = json.loads((root / "win" / "train_windows.json").read_text())
     assert info["channels"] == ["PPG", "ECG"] and info["count"] == len(x)
-    assert "gate_vs_demo_faults" in report and json.loads((root / "m.json").read_text())["windows_kept"] == len(x)
+    assert json.loads((root / "m.json").read_text())["windows_kept"] == len(x)
+    truth = report["gate_vs_demo_faults"]
+    assert truth["faulted_rejected_frac"] == truth["faulted_rejected"] / truth["faulted"]
+    assert truth["rejection_precision"] == truth["faulted_rejected"] / (
+        truth["faulted_rejected"] + truth["clean"] - truth["clean_kept"])
 
 
 def test_build_windows_is_deterministic(demo_run, tmp_path):
     root, data, _, wcfg, _ = demo_run
     run_build_windows(data, replace(wcfg, num_workers=2), root / "splits.json", "train", tmp_path, None,
                       progress=False)
-    for name in ("train_windows.npy", "train_windows.meta.csv", "train_windows.json"):
+    for name in ("train_windows.npy", "train_windows.meta.csv", "train_windows.decisions.csv", "train_gate.png",
+                 "train_windows.json"):
         a = hashlib.sha256((root / "win" / name).read_bytes()).hexdigest()
         b = hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
         if name.endswith(".json"):
@@ -125,7 +130,8 @@ def test_build_windows_is_deterministic(demo_run, tmp_path):
         assert a == b, name
 
 
-def test_bad_cases_are_reported_and_skipped(tmp_path, wcfg):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_bad_cases_are_reported_and_skipped(tmp_path, wcfg, workers):
     d = tmp_path / "local"
     d.mkdir()
     ppg, ecg = clean_case(40)
@@ -137,7 +143,7 @@ def test_bad_cases_are_reported_and_skipped(tmp_path, wcfg):
     (d / "5.vital").write_bytes(good[: len(good) // 2])             # truncated
     src = LocalSource("local", d, None)
     cases = [(c, None) for c in (1, 2, 3, 4, 5, 6)]                  # 6: unknown case id
-    report = build_split(src, cases, wcfg, tmp_path / "out", "train", progress=False)
+    report = build_split(src, cases, replace(wcfg, num_workers=workers), tmp_path / "out", "train", progress=False)
     assert report["cases_read"] == 1 and report["cases_failed"] == 5
     assert report["cases_failed_by_reason"] == {"missing_track": 1, "unreadable": 1, "truncated": 1,
                                                 "wrong_srate": 1, "unknown_case": 1}
@@ -145,12 +151,15 @@ def test_bad_cases_are_reported_and_skipped(tmp_path, wcfg):
     assert np.load(tmp_path / "out" / "train_windows.npy").shape == (4, 2, 1250)
 
 
-def test_nothing_usable_fails_and_leaves_no_window_file(tmp_path, wcfg):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_nothing_usable_fails_and_leaves_no_window_file(tmp_path, wcfg, workers):
     d = tmp_path / "local"
     d.mkdir()
     (d / "3.vital").write_bytes(b"garbage")
+    write_case(d / "4.vital", 4, None, clean_case(40)[1], 40)
     with pytest.raises(RuntimeError, match="no usable window"):
-        build_split(LocalSource("local", d, None), [(3, None)], wcfg, tmp_path / "out", "val", progress=False)
+        build_split(LocalSource("local", d, None), [(3, None), (4, None)], replace(wcfg, num_workers=workers),
+                    tmp_path / "out", "val", progress=False)
     assert not list((tmp_path / "out").iterdir())
 
 
@@ -183,3 +192,48 @@ def test_demo_files_are_byte_identical(tmp_path, params):
     assert len(names) == 5 and names == sorted(p.name for p in (tmp_path / "b").iterdir())
     for n in names:
         assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes(), n
+
+
+def test_decisions_table_records_every_window_and_agrees_with_the_report(demo_run):
+    import csv
+    from vitalssl.data.quality import CRITERIA
+    root, _, _, _, report = demo_run
+    with open(root / "win" / "train_windows.decisions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == report["windows_total"]
+    kept = [r for r in rows if r["kept"] == "1"]
+    assert len(kept) == report["windows_kept"]
+    assert all((r["failed"] == "") == (r["kept"] == "1") for r in rows)
+    for c in CRITERIA:
+        assert sum(c in r["failed"].split(";") for r in rows) == report["rejected_by_criterion"][c], c
+    with open(root / "win" / "train_windows.meta.csv", newline="") as f:
+        meta = list(csv.DictReader(f))
+    # the window file's rows are the kept decisions, in the same order, with the same measures
+    assert [(m["caseid"], m["start_s"], m["ecg_hr"]) for m in meta] == [(r["caseid"], r["start_s"], r["ecg_hr"])
+                                                                        for r in kept]
+    rejected = [r for r in rows if r["kept"] == "0"]
+    assert rejected and all(set(r["failed"].split(";")) <= set(CRITERIA) for r in rejected)
+
+
+def test_gate_figure_is_written_per_split(demo_run):
+    from PIL import Image
+    root, _, _, _, _ = demo_run
+    with Image.open(root / "win" / "train_gate.png") as im:
+        w, h = im.size
+    assert w > 1000 and h > 1000
+    assert not list((root / "win").glob("*.tmp*"))
+
+
+def test_a_criterion_rejecting_a_whole_case_is_noted_with_a_hint(tmp_path, wcfg):
+    """An ECG stored in microvolts loses every window to `amplitude`; the report says which case and why."""
+    d = tmp_path / "local"
+    d.mkdir()
+    ppg, ecg = clean_case(120)
+    write_case(d / "1.vital", 1, ppg, ecg, 120)
+    write_case(d / "2.vital", 2, ppg, ecg * 1000.0, 120)
+    report = build_split(LocalSource("local", d, None), [(1, None), (2, None)], wcfg, tmp_path / "out", "train",
+                         progress=False)
+    assert report["windows_kept"] == 12 and report["rejected_by_criterion"]["amplitude"] == 12
+    assert report["case_warnings"] == [{"caseid": 2, "criterion": "amplitude", "rejected": 12, "windows": 12,
+                                        "hint": report["case_warnings"][0]["hint"]}]
+    assert "units" in report["case_warnings"][0]["hint"]

@@ -86,14 +86,18 @@ class GateConfig:
     max_missing_frac: float    # fraction of NaN samples per channel
     max_flat_s: float          # longest run of unchanged samples, s
     flat_eps: float            # "unchanged" tolerance, raw units
-    max_clip_frac: float       # fraction of samples stuck at the window's extreme values
-    clip_tol: float            # closeness to the extreme, as a fraction of the range
+    max_clip_frac: float       # fraction of samples on plateaus at the window's extreme values
+    clip_tol: float            # closeness to the extreme, as a fraction of the window's range
+    clip_min_run_s: float      # shortest plateau counted as clipping, s
     ppg_amp_range: tuple[float, float]  # robust peak-to-peak of filtered PPG, raw units
     ecg_amp_range: tuple[float, float]  # robust peak-to-peak of filtered ECG, mV
     hr_range: tuple[float, float]  # bpm
     min_beats: int             # per channel and window
     max_ibi_cv: float          # beat-to-beat interval coefficient of variation
+    max_gap_ratio: float       # longest stretch without a beat (window edges included) / median beat interval
     max_hr_diff: float         # |HR_PPG - HR_ECG|, bpm
+    min_beat_match: float      # fraction of R-R intervals holding exactly one PPG pulse
+    max_pat_iqr_s: float       # interquartile range of the R-peak -> PPG-pulse delay, s
 
     def __post_init__(self):
         check(0 <= self.max_missing_frac < 1, "windows.gate.max_missing_frac", "must be in [0, 1)")
@@ -107,6 +111,10 @@ class GateConfig:
         check(self.min_beats >= 2, "windows.gate.min_beats", "must be >= 2")
         check(self.max_ibi_cv > 0, "windows.gate.max_ibi_cv", "must be > 0")
         check(self.max_hr_diff > 0, "windows.gate.max_hr_diff", "must be > 0")
+        check(self.clip_min_run_s > 0, "windows.gate.clip_min_run_s", "must be > 0")
+        check(self.max_gap_ratio >= 1, "windows.gate.max_gap_ratio", "must be >= 1")
+        check(0 < self.min_beat_match <= 1, "windows.gate.min_beat_match", "must be in (0, 1]")
+        check(self.max_pat_iqr_s > 0, "windows.gate.max_pat_iqr_s", "must be > 0")
 
 
 @dataclass(frozen=True)
@@ -119,7 +127,8 @@ class WindowConfig:
     target_srate: int          # Hz after resampling
     window_s: float
     stride_s: float
-    num_workers: int
+    num_workers: int           # worker processes, each holding one case at a time
+    case_timeout_s: float      # a case still running after this (download included) fails with reason `timeout`
     filter: FilterConfig
     gate: GateConfig
 
@@ -132,6 +141,7 @@ class WindowConfig:
         check(self.stride_s > 0 and float(self.stride_s * self.target_srate).is_integer(), "windows.stride_s",
                "must be > 0 and a whole number of samples at target_srate")
         check(self.num_workers >= 1, "windows.num_workers", "must be >= 1")
+        check(self.case_timeout_s > 0, "windows.case_timeout_s", "must be > 0")
         nyq = self.native_srate / 2
         for k in ("ppg_band", "ecg_band"):
             check(getattr(self.filter, k)[1] < min(nyq, self.target_srate / 2), f"windows.filter.{k}",

@@ -11,17 +11,25 @@ that varies per case; respiration modulates the PPG amplitude.
 
 Faults (recorded in the fault map, times in s from case start):
 
-================  =======  ===========================================  ==========
-kind              channel  what                                         unusable
-================  =======  ===========================================  ==========
-nan_gap           both/1   no samples (disconnect)                      yes
-flat              1        signal stuck at its last value               yes
-clipping          1        signal clipped at an amplifier rail          yes
-motion            PPG      large 0.5-4 Hz artefact                      yes
-electrocautery    ECG      large broadband noise                        yes
-baseline_wander   both     slow drift, whole case                       no (band-pass removes it)
-mains_hum         ECG      50/60 Hz sine                                no (band-pass removes it)
-================  =======  ===========================================  ==========
+================  =======  ===============================================  ==========
+kind              channel  what                                             unusable
+================  =======  ===============================================  ==========
+nan_gap           both/1   no samples (disconnect)                          yes
+flat              1        signal stuck at its last value                   yes
+clipping          1        signal clipped at an amplifier rail              yes
+clip_filtered     1        clipped, then resampled to 250 Hz and back       yes
+                           before storage (the plateau rings)
+motion            PPG      large 0.5-4 Hz artefact, 3-12 s                  yes
+partial_motion    PPG      motion burst of 2-4 s (20-40% of a window)       yes
+electrocautery    ECG      large broadband noise                            yes
+ecg_pause         ECG      3-4 s without QRS (pause or lead-off)            yes
+foreign_ppg       PPG      20-60 s of another patient's PPG, heart rate     yes
+                           within 6 bpm of this one's
+baseline_wander   both     slow drift, whole case                           no (band-pass removes it)
+mains_hum         ECG      50/60 Hz sine                                    no (band-pass removes it)
+inverted_ecg      ECG      lead reversed from some point to the case end    no (the gate reads either
+                                                                            polarity)
+================  =======  ===============================================  ==========
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from pathlib import Path
 
 import numpy as np
 import vitaldb
+from scipy.signal import resample_poly
 
 from ..atomic import atomic_write, atomic_write_text
 from .config import DemoConfig
@@ -45,8 +54,11 @@ NUMERIC_TRACKS = {
     "map": "Solar8000/ART_MBP",
     "bis": "BIS/BIS",
 }
-UNUSABLE = ("nan_gap", "flat", "clipping", "motion", "electrocautery")
-CORRECTABLE = ("baseline_wander", "mains_hum")
+UNUSABLE = ("nan_gap", "flat", "clipping", "clip_filtered", "motion", "partial_motion", "electrocautery",
+            "ecg_pause", "foreign_ppg")
+CORRECTABLE = ("baseline_wander", "mains_hum", "inverted_ecg")
+FAULT_S = {"nan_gap": (2, 25), "flat": (3, 20), "clipping": (5, 30), "clip_filtered": (5, 30), "motion": (3, 12),
+           "partial_motion": (2, 4), "electrocautery": (3, 15), "ecg_pause": (3, 4), "foreign_ppg": (20, 60)}
 DTSTART0 = 1_600_000_000.0  # arbitrary fixed epoch so files are reproducible
 
 
@@ -96,8 +108,8 @@ def _ppg_template(fs: float) -> np.ndarray:
     return _gauss(t, 0.16, 0.065) + 0.42 * _gauss(t, 0.40, 0.09)
 
 
-def _beat_times(rng, duration: float) -> np.ndarray:
-    hr0 = rng.uniform(55, 95)
+def _beat_times(rng, duration: float, hr0: float | None = None) -> np.ndarray:
+    hr0 = rng.uniform(55, 95) if hr0 is None else hr0
     drift_amp, drift_period = rng.uniform(2, 8), rng.uniform(120, 600)
     rsa_amp, resp_f = rng.uniform(1, 4), rng.uniform(0.18, 0.3)
     t, beats = rng.uniform(0, 0.5), []
@@ -109,6 +121,14 @@ def _beat_times(rng, duration: float) -> np.ndarray:
     return np.asarray(beats)
 
 
+def _motion(rng, m: int, amp: float) -> np.ndarray:
+    """A motion artefact of ``m`` samples: four random 0.5-4 Hz sines under a soft-edged envelope."""
+    k = np.arange(m) / SRATE
+    art = sum(rng.uniform(0.5, 1.5) * np.sin(2 * np.pi * rng.uniform(0.5, 4.0) * k + rng.uniform(0, 6.28))
+              for _ in range(4))
+    return amp * art * np.hanning(m) ** 0.3
+
+
 def _place(signal: np.ndarray, template: np.ndarray, starts: np.ndarray, amps: np.ndarray) -> None:
     n, m = len(signal), len(template)
     for s, a in zip(starts, amps):
@@ -117,8 +137,12 @@ def _place(signal: np.ndarray, template: np.ndarray, starts: np.ndarray, amps: n
             signal[lo:hi] += a * template[lo - s: hi - s]
 
 
-def synth_case(caseid: int, cfg: DemoConfig):
-    """Return ``(ppg, ecg, numerics, faults, duration_s)`` for one case; NaN marks missing samples."""
+def synth_case(caseid: int, cfg: DemoConfig, kinds: tuple = UNUSABLE):
+    """Return ``(ppg, ecg, numerics, faults, duration_s)`` for one case; NaN marks missing samples.
+
+    ``kinds``: the unusable fault kinds drawn from (all by default; a test
+    narrows it to study one kind).
+    """
     rng = np.random.default_rng([cfg.seed, caseid])
     duration = float(np.round(rng.uniform(*cfg.duration_s)))
     n = int(duration * SRATE)
@@ -132,17 +156,31 @@ def synth_case(caseid: int, cfg: DemoConfig):
            1 + 0.05 * rng.standard_normal(len(beats)))
     ecg += rng.normal(0, 0.012, n)
 
-    ppg = np.zeros(n)
     ptt = rng.uniform(0.18, 0.30)  # s, R peak to PPG foot
     pulse_amp = rng.uniform(15, 35)
-    amps = pulse_amp * (1 + 0.12 * np.sin(2 * np.pi * resp_f * beats) + 0.03 * rng.standard_normal(len(beats)))
-    _place(ppg, _ppg_template(SRATE), ((beats + ptt) * SRATE).astype(int), amps)
-    ppg += 40 + rng.normal(0, 0.08, n)
+
+    def pulses(beat_times, ptt):
+        x = np.zeros(n)
+        amps = pulse_amp * (1 + 0.12 * np.sin(2 * np.pi * resp_f * beat_times)
+                            + 0.03 * rng.standard_normal(len(beat_times)))
+        _place(x, _ppg_template(SRATE), ((beat_times + ptt) * SRATE).astype(int), amps)
+        return x
+
+    own_pulses = pulses(beats, ptt)
+    ppg = own_pulses + 40 + rng.normal(0, 0.08, n)
 
     faults: list[Fault] = []
 
     def add(kind, channel, start, end):
         faults.append(Fault(caseid, kind, channel, round(float(start), 3), round(float(end), 3), kind in UNUSABLE))
+
+    # an inverted lead in about a fifth of the cases, from a point between two beats to the end; before the
+    # baseline wander is added, as the reversal happens at the electrodes
+    if rng.random() < 0.2:
+        k = rng.integers(len(beats) // 4, len(beats) - 1)
+        s = 0.5 * (beats[k] + beats[k + 1]) + 0.2  # after the T wave, before the next P wave
+        ecg[int(s * SRATE):] *= -1
+        add("inverted_ecg", "ECG", s, duration)
 
     # baseline wander: always present, removed by the high-pass edge
     f_w = rng.uniform(0.03, 0.2)
@@ -161,10 +199,8 @@ def synth_case(caseid: int, cfg: DemoConfig):
     rails = [(np.min(ppg), np.max(ppg)), (np.min(ecg), np.max(ecg))]
     n_faults = rng.poisson(cfg.fault_rate_per_min * duration / 60)
     for _ in range(n_faults):
-        kind = UNUSABLE[rng.integers(len(UNUSABLE))]
-        length = {"nan_gap": (2, 25), "flat": (3, 20), "clipping": (5, 30),
-                  "motion": (3, 12), "electrocautery": (3, 15)}[kind]
-        dur = rng.uniform(*length)
+        kind = kinds[rng.integers(len(kinds))]
+        dur = rng.uniform(*FAULT_S[kind])
         s = rng.uniform(0, max(duration - dur, 1))
         e = min(duration, s + dur)
         seg = slice(int(s * SRATE), int(e * SRATE))
@@ -179,7 +215,7 @@ def synth_case(caseid: int, cfg: DemoConfig):
             ch = ("PPG", "ECG")[rng.integers(2)]
             x = ppg if ch == "PPG" else ecg
             x[seg] = x[max(seg.start - 1, 0)]
-        elif kind == "clipping":
+        elif kind in ("clipping", "clip_filtered"):
             # a gain or offset jump drives the signal into the amplifier's rails,
             # which sit at the extremes of the clean recording
             ch = ("PPG", "ECG")[rng.integers(2)]
@@ -188,15 +224,36 @@ def synth_case(caseid: int, cfg: DemoConfig):
             mid = np.nanmedian(win)
             gain = rng.uniform(2.5, 4.0) if ch == "PPG" else rng.uniform(4.0, 8.0)
             x[seg] = np.clip(mid + gain * (win - mid), lo, hi)
+            if kind == "clip_filtered":
+                # stored at 250 Hz and brought back to 500 Hz: the polyphase filters ring at the plateau's corners
+                pad = slice(max(seg.start - 500, 0), min(seg.stop + 500, n))
+                y = x[pad]
+                if np.isfinite(y).all():
+                    x[pad] = resample_poly(resample_poly(y, 1, 2), 2, 1)[: len(y)]
         elif kind == "motion":
             ch = "PPG"
-            k = np.arange(m) / SRATE
-            art = sum(rng.uniform(0.5, 1.5) * np.sin(2 * np.pi * rng.uniform(0.5, 4.0) * k + rng.uniform(0, 6.28))
-                      for _ in range(4))
-            ppg[seg] += pulse_amp * rng.uniform(2.5, 5.0) * art * np.hanning(m) ** 0.3
-        else:  # electrocautery
+            ppg[seg] += _motion(rng, m, pulse_amp * rng.uniform(2.5, 5.0))
+        elif kind == "partial_motion":
+            ch = "PPG"
+            ppg[seg] += _motion(rng, m, pulse_amp * rng.uniform(1.0, 3.0))
+        elif kind == "electrocautery":
             ch = "ECG"
             ecg[seg] += rng.uniform(2.0, 6.0) * rng.standard_normal(m)
+        elif kind == "ecg_pause":
+            # no QRS: the trace keeps its level, noise and a slow drift, so it is neither flat nor missing
+            ch = "ECG"
+            level = np.nanmedian(ecg[max(seg.start - 500, 0):seg.start + 1])
+            drift = rng.uniform(-0.05, 0.05) * np.sin(np.pi * np.arange(m) / max(m, 1))
+            ecg[seg] = level + drift + rng.normal(0, 0.012, m)
+        else:  # foreign_ppg: another patient's pulses, at a rate close to this one's so heart rates agree
+            ch = "PPG"
+            inside = (beats >= s) & (beats < e)
+            hr_here = 60.0 / np.median(np.diff(beats[inside])) if inside.sum() > 2 else 75.0
+            other = s + _beat_times(rng, e - s + 1, hr0=hr_here + rng.uniform(-6, 6))
+            x = pulses(other, rng.uniform(0.18, 0.30))
+            # swap the pulses only, cross-faded over 0.25 s, so the wander and noise run on without a step
+            fade = np.minimum(1.0, np.minimum(np.arange(m), np.arange(m)[::-1]) / (0.25 * SRATE))
+            ppg[seg] += fade * (x[seg] - own_pulses[seg])
         add(kind, ch, s, e)
 
     # numeric tracks every 2 s
@@ -244,8 +301,10 @@ def write_vital(path: Path, caseid: int, ppg: np.ndarray, ecg: np.ndarray, numer
     atomic_write(path, write)
 
 
-def generate_demo(cfg: DemoConfig, out_dir: Path, progress: bool = True) -> dict:
+def generate_demo(cfg: DemoConfig, out_dir: Path, progress: bool = True, kinds: tuple = UNUSABLE) -> dict:
     """Write ``<caseid>.vital`` for every demo case, ``clinical.csv`` and ``faults.json`` into ``out_dir``.
+
+    ``kinds``: the unusable fault kinds drawn from (see :func:`synth_case`).
 
     Returns a small summary (cases, subjects, faults per kind).
     """
@@ -261,7 +320,7 @@ def generate_demo(cfg: DemoConfig, out_dir: Path, progress: bool = True) -> dict
     faults: list[Fault] = []
     rows = ["caseid,subjectid,age,sex,casestart,caseend"]
     for caseid, subj in tqdm(list(zip(caseids, subject_of)), desc="demo cases", disable=not progress):
-        ppg, ecg, numerics, case_faults, duration = synth_case(caseid, cfg)
+        ppg, ecg, numerics, case_faults, duration = synth_case(caseid, cfg, kinds)
         write_vital(out_dir / f"{caseid}.vital", caseid, ppg, ecg, numerics, duration)
         faults += case_faults
         r = np.random.default_rng([cfg.seed, int(subj)])

@@ -1,4 +1,4 @@
-"""Signal processing: gap filling, zero-phase band-pass, anti-aliased resampling, beat detection.
+"""Signal processing: gap filling, zero-phase band-pass, anti-aliased resampling.
 
 Units: sampling rates in Hz, times in s, signals in their recorded units.
 """
@@ -13,14 +13,20 @@ def fill_gaps(x: np.ndarray) -> np.ndarray:
     """Linearly interpolate NaN samples (edges take the nearest value) so filters see no steps.
 
     Windows that contain gaps are rejected by the gate; filling only keeps a
-    gap's edges from ringing into neighbouring windows.
+    gap's edges from ringing into neighbouring windows. Works gap by gap, so
+    the cost follows the gaps, not the recording's length.
     """
-    bad = ~np.isfinite(x)
+    bad = np.isnan(x)
     if not bad.any():
         return x
-    ok = np.flatnonzero(~bad)
+    if bad.all():
+        raise ValueError("no finite sample to fill gaps from")
     out = x.copy()
-    out[bad] = np.interp(np.flatnonzero(bad), ok, x[ok])
+    edges = np.flatnonzero(np.diff(bad.astype(np.int8), prepend=0, append=0))
+    for s, e in zip(edges[::2], edges[1::2]):  # gap = out[s:e]
+        left = out[s - 1] if s > 0 else out[e]
+        right = out[e] if e < len(out) else left
+        out[s:e] = left + (right - left) * np.arange(1, e - s + 1) / (e - s + 1)
     return out
 
 
@@ -41,25 +47,11 @@ def bandpass(x: np.ndarray, sos: np.ndarray) -> np.ndarray:
 
 
 def resample(x: np.ndarray, decimation: int) -> np.ndarray:
-    """Downsample by an integer factor with scipy's polyphase anti-aliasing FIR."""
+    """Downsample by an integer factor with scipy's polyphase anti-aliasing FIR.
+
+    The signal is extended by a fitted line, not zeros: a PPG sits on a large
+    offset, which zero padding would turn into a step at each end.
+    """
     if decimation == 1:
         return x
-    return signal.resample_poly(x, 1, decimation)
-
-
-def detect_beats(x: np.ndarray, fs: float, hr_max: float, robust_range: float | None = None,
-                 rel_prominence: float = 0.35) -> np.ndarray:
-    """Indices of beat peaks in a band-passed window.
-
-    A peak must be at least ``60 / hr_max`` s from the previous one and stand out
-    by ``rel_prominence`` of the window's robust range (1st-99th percentile,
-    computed here unless given).
-    """
-    if robust_range is None:
-        lo, hi = np.percentile(x, [1, 99])
-        robust_range = hi - lo
-    if robust_range <= 0:
-        return np.zeros(0, dtype=np.int64)
-    peaks, _ = signal.find_peaks(x, distance=max(1, int(fs * 60.0 / hr_max)),
-                                 prominence=rel_prominence * robust_range)
-    return peaks
+    return signal.resample_poly(x, 1, decimation, padtype="line")

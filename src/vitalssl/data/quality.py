@@ -4,114 +4,349 @@ Every criterion is computed for every window and counted on its own, so the
 quality report says how many windows each one rejected (a window can fail
 several). Measures on the *raw* native-rate signal: missing samples, flat
 line, clipping (filtering would hide them). Measures on the *band-passed*
-125 Hz signal: amplitude, beats and heart rate, PPG-vs-ECG heart-rate
-agreement.
+125 Hz signal: amplitude, beats, heart rate, how evenly the beats cover the
+window, PPG-vs-ECG heart-rate agreement, and whether each R peak is followed
+by one PPG pulse at a stable delay (the pulse arrival time, PAT).
+
+Beat indices are samples from the window's start at the band-passed rate.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import signal
 
 from .config import GateConfig
-from .dsp import detect_beats
 
-CRITERIA = ("missing", "flat", "clipping", "amplitude", "heart_rate", "hr_disagreement")
-CHANNEL_MEASURES = ("missing", "flat_s", "clip", "amp", "hr", "beats", "ibi_cv")
+CRITERIA = ("missing", "flat", "clipping", "amplitude", "heart_rate", "beat_coverage", "hr_disagreement",
+            "beat_correspondence", "pat_stability")
+CHANNEL_MEASURES = ("missing", "flat_s", "clip", "amp", "hr", "beats", "ibi_cv", "gap_ratio")
+PAIR_MEASURES = ("ecg_inverted", "hr_diff", "beat_match", "pat_s", "pat_iqr_s")
+REL_PROMINENCE = 0.35  # a beat stands out by this fraction of the window's robust range
 
 
 def _windows(x: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
-    """Read-only ``[n, length]`` view of ``x`` at ``starts`` (no copy)."""
+    """Read-only ``[n, length]`` windows of ``x`` at ``starts``: a view when the starts are evenly
+    spaced (a case's windows always are), a copy otherwise."""
     view = np.lib.stride_tricks.sliding_window_view(x, length)
+    step = int(starts[1] - starts[0]) if len(starts) > 1 else 1
+    if len(starts) and step > 0 and np.array_equal(starts, starts[0] + step * np.arange(len(starts))):
+        return view[starts[0]::step][: len(starts)]
     return view[starts]
 
 
 def _longest_flat_run(raw: np.ndarray, starts: np.ndarray, length: int, eps: float) -> np.ndarray:
-    """Longest run of consecutive samples that change by at most ``eps``, per window, in samples."""
-    same = np.abs(np.diff(raw)) <= eps  # NaN compares False
-    # run length of `same` ending at each position
-    idx = np.arange(1, len(same) + 1, dtype=np.int32)
-    last_break = np.maximum.accumulate(np.where(same, np.int32(0), idx))
-    run_end = idx - last_break  # 0 where not `same`
-    ends = _windows(run_end, starts, length - 1)
-    within = np.arange(1, length, dtype=np.int32)  # a run inside the window is at most its offset + 1 long
-    longest = np.minimum(ends, within).max(axis=1)
-    return np.where(longest > 0, longest + 1, 0)  # runs of equal steps -> samples
+    """Longest run of consecutive samples that change by at most ``eps``, per window, in samples.
+
+    Works run by run: a recording holds few such runs, so the cost is a pass
+    over the signal, not over every window's samples.
+    """
+    same = np.abs(np.diff(raw)) <= eps  # same[j]: sample j + 1 repeats sample j (NaN compares False)
+    edges = np.flatnonzero(np.diff(same.astype(np.int8), prepend=np.int8(0), append=np.int8(0)))
+    rs, re = edges[::2], edges[1::2]  # steps rs..re-1 are flat: samples rs..re
+    # windows whose steps [s, s + length - 1) meet [rs, re): rs - length + 1 < s < re
+    lo = np.searchsorted(starts, rs - length + 2, side="left")
+    hi = np.searchsorted(starts, re, side="left")
+    count = np.maximum(hi - lo, 0)
+    run = np.repeat(np.arange(len(rs)), count)
+    win = lo[run] + (np.arange(len(run)) - np.repeat(np.cumsum(count) - count, count))
+    steps = np.minimum(re[run], starts[win] + length - 1) - np.maximum(rs[run], starts[win])
+    longest = np.zeros(len(starts), np.int64)
+    np.maximum.at(longest, win, steps)
+    return np.where(longest > 0, longest + 1, 0)  # flat steps -> samples
 
 
-def _clip_fraction(w: np.ndarray, tol: float) -> np.ndarray:
-    lo, hi = np.nanmin(w, axis=1, keepdims=True), np.nanmax(w, axis=1, keepdims=True)
+def _run_fraction(mask: np.ndarray, min_run: int) -> np.ndarray:
+    """Per row of ``[n, L]`` bool: fraction of samples in runs of ``True`` at least ``min_run`` long."""
+    n, length = mask.shape
+    padded = np.zeros((n, length + 2), np.int8)
+    padded[:, 1:-1] = mask
+    edges = np.diff(padded, axis=1)  # +1 at a run's start, -1 one past its end
+    r_start, c_start = np.nonzero(edges == 1)
+    _, c_end = np.nonzero(edges == -1)  # same row order as the starts
+    runs = c_end - c_start
+    long = runs >= min_run
+    return np.bincount(r_start[long], weights=runs[long], minlength=n) / length
+
+
+CLIP_BAND = 0.1  # a plateau is looked for in the outer 10% of the window's range on each side
+
+
+def _plateau_fraction(w: np.ndarray, edge: np.ndarray, span: np.ndarray, tol: float, min_run: int,
+                      top: bool) -> np.ndarray:
+    """Per row of ``w``: fraction of samples on a plateau near the top of the range (``edge`` = row maximum),
+    or near its bottom (``top=False``, ``edge`` = row minimum).
+
+    The plateau's level is the most populated ``tol``-wide bin of the range's outer
+    ``CLIP_BAND``; samples within one bin of it, and less than half a bin from the
+    previous sample (a plateau is smooth; a noisy baseline is not), count when
+    they lie in runs of ``min_run`` or more. Only the band's samples (a few
+    percent of a clean window) are looked at after the first comparison.
+    """
+    n = len(w)
+    nb = int(np.ceil(CLIP_BAND / tol))
+    unit = tol * span[:, 0]
+    with np.errstate(invalid="ignore"):
+        # row-major: each row's samples in time order
+        r, c = np.nonzero(w >= edge - CLIP_BAND * span if top else w <= edge + CLIP_BAND * span)
+    v = w[r, c]
+    depth = edge[r, 0] - v if top else v - edge[r, 0]
+    k = np.minimum((depth / unit[r]).astype(np.int64), nb - 1)  # 0 = the bin at the edge
+    mode = np.bincount(r * nb + k, minlength=n * nb).reshape(n, nb).argmax(axis=1)
+    prev = w[r, np.maximum(c - 1, 0)]
+    keep = (np.abs(k - mode[r]) <= 1) & (np.abs(v - prev) <= 0.5 * unit[r]) & (c > 0)
+    r, c = r[keep], c[keep]
+    if len(r) == 0:
+        return np.zeros(n)
+    # runs: consecutive columns in one row
+    new_run = np.ones(len(r), bool)
+    new_run[1:] = (c[1:] != c[:-1] + 1) | (r[1:] != r[:-1])
+    first = np.flatnonzero(new_run)
+    lengths = np.diff(np.append(first, len(r)))
+    long = lengths >= min_run
+    return np.bincount(r[first[long]], weights=lengths[long], minlength=n) / w.shape[1]
+
+
+def _clip_fraction(w: np.ndarray, tol: float, min_run: int) -> np.ndarray:
+    """Fraction of samples on plateaus at the window's extremes (:func:`_plateau_fraction`, top and bottom).
+
+    A plateau, not samples at the extreme: a clipped top that was filtered or
+    resampled before storage overshoots at its corners, so the window's
+    maximum lies above the plateau, and ripples a little along it; but it keeps
+    one level, smoothly, for as long as the clip lasted. A clean peak passes
+    its top in a few samples, and a baseline's noise keeps it from being smooth.
+    """
+    lo, hi = w.min(axis=1, keepdims=True), w.max(axis=1, keepdims=True)
+    gaps = np.isnan(lo[:, 0])
+    if gaps.any():  # the NaN-aware versions copy the array: only for the windows that need them
+        lo[gaps], hi[gaps] = np.nanmin(w[gaps], axis=1, keepdims=True), np.nanmax(w[gaps], axis=1, keepdims=True)
     span = hi - lo
-    near = (w >= hi - tol * span) | (w <= lo + tol * span)
-    frac = near.sum(axis=1) / np.maximum(np.isfinite(w).sum(axis=1), 1)
-    return np.where(span[:, 0] > 0, frac, 1.0)
+    ok = span[:, 0] > 0
+    frac = np.ones(len(w))
+    if ok.all():  # no copy of the windows in the usual case
+        frac = _plateau_fraction(w, hi, span, tol, min_run, True) + _plateau_fraction(w, lo, span, tol, min_run, False)
+    elif ok.any():
+        wk, sk = w[ok], span[ok]
+        frac[ok] = (_plateau_fraction(wk, hi[ok], sk, tol, min_run, True)
+                    + _plateau_fraction(wk, lo[ok], sk, tol, min_run, False))
+    return frac
 
 
-def case_measures(raw: np.ndarray, filt: np.ndarray, starts: np.ndarray, length: int, decimation: int,
-                  native_fs: float, fs: float, cfg: GateConfig) -> dict:
-    """Gate measures of one channel for every window of a case, as arrays ``[n]``.
+def detect_beats(x: np.ndarray, fs: float, hr_max: float, robust_range: float) -> np.ndarray:
+    """Indices of beat peaks in a band-passed window.
 
-    ``raw``: native-rate samples (NaN = missing); ``filt``: band-passed samples at
-    ``fs = native_fs / decimation``; window ``i`` covers ``filt[starts[i]:starts[i] + length]``
-    and ``raw[starts[i] * decimation:(starts[i] + length) * decimation]``.
+    A peak must be at least ``60 / hr_max`` s from the previous one and stand out
+    by ``REL_PROMINENCE`` of the window's robust range (1st-99th percentile).
+    """
+    if not robust_range > 0:
+        return np.zeros(0, dtype=np.int64)
+    peaks, _ = signal.find_peaks(x, distance=max(1, int(fs * 60.0 / hr_max)),
+                                 prominence=REL_PROMINENCE * robust_range)
+    return peaks
+
+
+def _quantiles(x: np.ndarray, qs: tuple) -> list:
+    """``np.percentile(x, 100 * q)`` (linear interpolation) for a short array, without its per-call overhead."""
+    x = np.sort(x)
+    out = []
+    for q in qs:
+        pos = q * (len(x) - 1)
+        lo = int(pos)
+        hi = min(lo + 1, len(x) - 1)
+        out.append(float(x[lo] + (pos - lo) * (x[hi] - x[lo])))
+    return out
+
+
+def beat_measures(peaks: np.ndarray, length: int, fs: float) -> tuple[float, float, float]:
+    """``(hr, ibi_cv, gap_ratio)`` of beats at ``peaks`` in a window of ``length`` samples.
+
+    ``gap_ratio``: the longest stretch without a beat, the window's edges
+    included, over the median beat interval. Beats spread over the whole
+    window give about 1; a missed beat 2; a 4 s pause at 70 bpm about 5.
+    NaN for fewer than two beats.
+    """
+    if len(peaks) < 2:
+        return np.nan, np.nan, np.nan
+    ibi = np.diff(peaks).astype(float)
+    (med,) = _quantiles(ibi, (0.5,))
+    mean = ibi.sum() / len(ibi)
+    cv = float(np.sqrt(((ibi - mean) ** 2).sum() / len(ibi)) / mean)
+    gaps = max(float(ibi.max()), float(peaks[0]), float(length - 1 - peaks[-1]))
+    return 60.0 * fs / med, cv, gaps / med
+
+
+def correspondence(r: np.ndarray, p: np.ndarray, fs: float, length: int) -> tuple[float, float, float]:
+    """``(beat_match, pat_s, pat_iqr_s)`` of R peaks ``r`` and PPG pulse peaks ``p`` (samples).
+
+    Each PPG pulse belongs to the R peak it follows by the pair's pulse arrival
+    time. The typical delay is found first, as the circular mean of each
+    pulse's phase within its R-R interval (so a delay near a whole interval
+    does not wrap); every R-R interval is then shifted by that delay less half
+    an interval, and holds exactly one pulse in a true pair. Only shifted
+    intervals inside the window of ``length`` samples are scored: one that
+    reaches past an edge may have its pulse outside.
+    ``beat_match``: the fraction of scored intervals holding exactly one pulse;
+    ``pat_s``, ``pat_iqr_s``: median and interquartile range of those pulses'
+    delays after their R peak, s (a delay longer than an R-R interval is seen
+    modulo the interval). NaN without two R peaks, with no pulse between them,
+    or with no scored interval.
+    """
+    if len(r) < 2 or len(p) == 0:
+        return np.nan, np.nan, np.nan
+    j = np.searchsorted(r, p, side="right") - 1  # R peak each pulse follows
+    inside = (j >= 0) & (j < len(r) - 1)
+    if not inside.any():
+        return np.nan, np.nan, np.nan
+    rr = np.diff(r).astype(float)
+    phase = (p[inside] - r[j[inside]]) / rr[j[inside]]
+    mean_phase = (np.angle(np.mean(np.exp(2j * np.pi * phase))) / (2 * np.pi)) % 1.0
+    shift = (mean_phase - 0.5) * rr  # per interval, s * fs
+    lo, hi = r[:-1] + shift, r[1:] + shift
+    scored = (lo >= 0) & (hi <= length)
+    if not scored.any():
+        return np.nan, np.nan, np.nan
+    lo, hi, r0 = lo[scored], hi[scored], r[:-1][scored]
+    first = np.searchsorted(p, lo, side="left")
+    count = np.searchsorted(p, hi, side="left") - first
+    one = count == 1
+    if not one.any():
+        return 0.0, np.nan, np.nan
+    pat = (p[first[one]] - r0[one]) / fs
+    q25, q50, q75 = _quantiles(pat, (0.25, 0.5, 0.75))
+    return float(one.mean()), q50, q75 - q25
+
+
+def raw_measures(raw: np.ndarray, starts: np.ndarray, length: int, native_fs: float, cfg: GateConfig) -> dict:
+    """Missing, flat and clipping measures of one channel for windows at ``starts`` (native samples).
+
+    ``raw``: native-rate samples, NaN where none was recorded.
     """
     n = len(starts)
     if n == 0:
-        return {k: np.zeros(0) for k in CHANNEL_MEASURES}
+        return {k: np.zeros(0) for k in ("missing", "flat_s", "clip")}
     with np.errstate(invalid="ignore"):
-        rw = _windows(raw, starts * decimation, length * decimation)
-        fw = _windows(filt, starts, length)
-        missing = np.isnan(rw).mean(axis=1)
-        all_nan = missing >= 1.0
-        flat = _longest_flat_run(raw, starts * decimation, length * decimation, cfg.flat_eps) / native_fs
+        rw = _windows(raw, starts, length)
+        nan = np.isnan(rw)
+        missing = nan.mean(axis=1)
+        flat = _longest_flat_run(raw, starts, length, cfg.flat_eps) / native_fs
         clip = np.ones(n)
-        if (~all_nan).any():
-            clip[~all_nan] = _clip_fraction(rw[~all_nan], cfg.clip_tol)
-        lo, hi = np.percentile(fw, [1, 99], axis=1)
-    amp = hi - lo
-    beats, hr, cv = np.zeros(n, np.int64), np.full(n, np.nan), np.full(n, np.nan)
-    for i in range(n):
-        peaks = detect_beats(fw[i], fs, cfg.hr_range[1], robust_range=amp[i])
-        beats[i] = len(peaks)
-        if len(peaks) >= 2:
-            ibi = np.diff(peaks) / fs
-            hr[i] = 60.0 / float(np.median(ibi))
-            cv[i] = float(np.std(ibi) / np.mean(ibi))
-    return {"missing": missing, "flat_s": flat, "clip": clip, "amp": amp, "hr": hr, "beats": beats, "ibi_cv": cv}
+        ok = missing < 1.0
+        min_run = max(2, int(round(cfg.clip_min_run_s * native_fs)))
+        if ok.all():
+            clip = _clip_fraction(rw, cfg.clip_tol, min_run)
+        elif ok.any():
+            clip[ok] = _clip_fraction(rw[ok], cfg.clip_tol, min_run)
+    return {"missing": missing, "flat_s": flat, "clip": clip}
 
 
-def channel_measures(raw: np.ndarray, filt: np.ndarray, native_fs: float, fs: float, cfg: GateConfig) -> dict:
-    """Gate measures of one channel of a single window (``raw`` native-rate, ``filt`` band-passed at ``fs``)."""
-    dec = int(round(native_fs / fs))
-    m = case_measures(raw, filt, np.array([0]), len(filt), dec, native_fs, fs, cfg)
-    return {k: v[0].item() for k, v in m.items()}
+def detect_pair(ppg: np.ndarray, ecg: np.ndarray, fs: float, hr_max: float, ppg_amp: float, ecg_amp: float,
+                inverted: bool) -> tuple[np.ndarray, np.ndarray]:
+    """PPG pulse peaks and R peaks of one band-passed window (an inverted ECG is searched for its troughs)."""
+    return (detect_beats(ppg, fs, hr_max, ppg_amp),
+            detect_beats(-ecg if inverted else ecg, fs, hr_max, ecg_amp))
 
 
-def judge(ppg: dict, ecg: dict, cfg: GateConfig) -> dict:
-    """Which criteria windows fail, as ``{criterion: bool or [n] bool}``, plus the HR difference.
+def case_measures(raw: tuple, filt: tuple, starts: np.ndarray, length: int, decimation: int, native_fs: float,
+                  fs: float, cfg: GateConfig, detect=detect_pair) -> tuple[dict, dict, dict, list]:
+    """Gate measures of every window of a case: ``(ppg, ecg, pair, beats)``.
 
-    ``ppg`` and ``ecg`` hold one window's measures (scalars) or a case's (arrays).
+    ``raw = (ppg, ecg)`` at ``native_fs`` (NaN = missing), ``filt = (ppg, ecg)`` band-passed
+    at ``fs = native_fs / decimation``; window ``i`` covers ``filt[c][starts[i]:starts[i] + length]``
+    and ``raw[c][starts[i] * decimation:(starts[i] + length) * decimation]``.
+    ``ppg`` and ``ecg`` map :data:`CHANNEL_MEASURES` to ``[n]`` arrays, ``pair``
+    maps :data:`PAIR_MEASURES`; ``beats[i] = (ppg_peaks, ecg_peaks)`` of window ``i``.
+    ``detect``: the beat detector, with :func:`detect_pair`'s signature (another
+    one can be measured against it, see ``benchmarks/bench_detectors.py``).
+    The ECG's polarity is chosen per window: a lead whose deepest deflections
+    point down (an inverted lead, or one where S outweighs R) is searched for
+    negative peaks, so its rate comes out right.
     """
+    n = len(starts)
+    chans = []
+    for c in range(2):
+        m = raw_measures(raw[c], starts * decimation, length * decimation, native_fs, cfg)
+        fw = _windows(filt[c], starts, length)
+        lo, med, hi = np.percentile(fw, [1, 50, 99], axis=1) if n else (np.zeros(0),) * 3
+        m["amp"] = hi - lo
+        chans.append((m, fw, med - lo > hi - med))
+    (ppg, ppg_w, _), (ecg, ecg_w, inverted) = chans
+    for m in (ppg, ecg):
+        m.update(hr=np.full(n, np.nan), beats=np.zeros(n, np.int64), ibi_cv=np.full(n, np.nan),
+                 gap_ratio=np.full(n, np.nan))
+    pair = {"ecg_inverted": inverted, "hr_diff": np.full(n, np.nan), "beat_match": np.full(n, np.nan),
+            "pat_s": np.full(n, np.nan), "pat_iqr_s": np.full(n, np.nan)}
+    beats = []
+    hr_max = cfg.hr_range[1]
+    for i in range(n):
+        p, r = detect(ppg_w[i], ecg_w[i], fs, hr_max, ppg["amp"][i], ecg["amp"][i], inverted[i])
+        for m, pk in ((ppg, p), (ecg, r)):
+            m["beats"][i] = len(pk)
+            m["hr"][i], m["ibi_cv"][i], m["gap_ratio"][i] = beat_measures(pk, length, fs)
+        pair["beat_match"][i], pair["pat_s"][i], pair["pat_iqr_s"][i] = correspondence(r, p, fs, length)
+        beats.append((p, r))
+    pair["hr_diff"] = np.abs(ppg["hr"] - ecg["hr"])  # NaN if either has no HR
+    return ppg, ecg, pair, beats
+
+
+def judge(ppg: dict, ecg: dict, pair: dict, cfg: GateConfig) -> dict:
+    """Which criteria each window fails: ``{criterion: [n] bool}``.
+
+    A measure that cannot be taken (NaN: too few beats) fails its criterion.
+    """
+    def a(x):
+        return np.asarray(x, dtype=float)
+
+    def outside(x, rng):
+        return ~((rng[0] <= a(x)) & (a(x) <= rng[1]))
+
     def hr_bad(m):
-        hr = np.asarray(m["hr"], float)
-        with np.errstate(invalid="ignore"):
-            return ((np.asarray(m["beats"]) < cfg.min_beats) | ~np.isfinite(hr)
-                    | ~((cfg.hr_range[0] <= hr) & (hr <= cfg.hr_range[1])) | (np.asarray(m["ibi_cv"]) > cfg.max_ibi_cv))
+        return (a(m["beats"]) < cfg.min_beats) | outside(m["hr"], cfg.hr_range) | ~(a(m["ibi_cv"]) <= cfg.max_ibi_cv)
 
     with np.errstate(invalid="ignore"):
-        hr_diff = np.abs(np.asarray(ppg["hr"], float) - np.asarray(ecg["hr"], float))  # NaN if either has no HR
-        fails = {
-            "missing": np.maximum(ppg["missing"], ecg["missing"]) > cfg.max_missing_frac,
-            "flat": np.maximum(ppg["flat_s"], ecg["flat_s"]) > cfg.max_flat_s,
-            "clipping": np.maximum(ppg["clip"], ecg["clip"]) > cfg.max_clip_frac,
-            "amplitude": ~((cfg.ppg_amp_range[0] <= np.asarray(ppg["amp"])) & (np.asarray(ppg["amp"]) <= cfg.ppg_amp_range[1])
-                           & (cfg.ecg_amp_range[0] <= np.asarray(ecg["amp"])) & (np.asarray(ecg["amp"]) <= cfg.ecg_amp_range[1])),
+        return {
+            "missing": np.maximum(a(ppg["missing"]), a(ecg["missing"])) > cfg.max_missing_frac,
+            "flat": np.maximum(a(ppg["flat_s"]), a(ecg["flat_s"])) > cfg.max_flat_s,
+            "clipping": np.maximum(a(ppg["clip"]), a(ecg["clip"])) > cfg.max_clip_frac,
+            "amplitude": outside(ppg["amp"], cfg.ppg_amp_range) | outside(ecg["amp"], cfg.ecg_amp_range),
             "heart_rate": hr_bad(ppg) | hr_bad(ecg),
-            "hr_disagreement": ~(hr_diff <= cfg.max_hr_diff),  # NaN (no HR) counts as disagreement
+            "beat_coverage": ~(np.maximum(a(ppg["gap_ratio"]), a(ecg["gap_ratio"])) <= cfg.max_gap_ratio),
+            "hr_disagreement": ~(a(pair["hr_diff"]) <= cfg.max_hr_diff),
+            "beat_correspondence": ~(a(pair["beat_match"]) >= cfg.min_beat_match),
+            "pat_stability": ~(a(pair["pat_iqr_s"]) <= cfg.max_pat_iqr_s),
         }
-    if np.ndim(hr_diff) == 0:
-        fails = {k: bool(v) for k, v in fails.items()}
-        hr_diff = float(hr_diff)
-    return {"fails": fails, "hr_diff": hr_diff}
+
+
+def margins(ppg: dict, ecg: dict, pair: dict, cfg: GateConfig) -> dict:
+    """Each criterion's worst measure over its threshold, ``{criterion: [n] float}``: above 1 fails.
+
+    Used to show the kept windows nearest each line. NaN where the measure
+    could not be taken.
+    """
+    def a(x):
+        return np.asarray(x, dtype=float)
+
+    def amp_ratio(m, rng):  # how far into the allowed range's edges, on a log scale folded to <= 1 inside
+        with np.errstate(divide="ignore"):
+            return np.maximum(rng[0] / a(m["amp"]), a(m["amp"]) / rng[1])
+
+    tiny = 1e-12
+    with np.errstate(invalid="ignore"):
+        return {
+            "missing": np.maximum(a(ppg["missing"]), a(ecg["missing"])) / max(cfg.max_missing_frac, tiny),
+            "flat": np.maximum(a(ppg["flat_s"]), a(ecg["flat_s"])) / cfg.max_flat_s,
+            "clipping": np.maximum(a(ppg["clip"]), a(ecg["clip"])) / cfg.max_clip_frac,
+            "amplitude": np.maximum(amp_ratio(ppg, cfg.ppg_amp_range), amp_ratio(ecg, cfg.ecg_amp_range)),
+            "heart_rate": np.maximum(a(ppg["ibi_cv"]), a(ecg["ibi_cv"])) / cfg.max_ibi_cv,
+            "beat_coverage": np.maximum(a(ppg["gap_ratio"]), a(ecg["gap_ratio"])) / cfg.max_gap_ratio,
+            "hr_disagreement": a(pair["hr_diff"]) / cfg.max_hr_diff,
+            "beat_correspondence": (1.0 - a(pair["beat_match"])) / max(1.0 - cfg.min_beat_match, tiny),
+            "pat_stability": a(pair["pat_iqr_s"]) / cfg.max_pat_iqr_s,
+        }
+
+
+def kept_mask(fails: dict, n: int) -> np.ndarray:
+    """``[n]`` bool: windows that fail no criterion."""
+    return ~np.any(np.stack([fails[c] for c in CRITERIA]), axis=0) if n else np.zeros(0, bool)
 
 
 def score_against_faults(starts_s, kept, faults, window_s: float, min_overlap_s: float = 0.5) -> dict:
@@ -120,7 +355,8 @@ def score_against_faults(starts_s, kept, faults, window_s: float, min_overlap_s:
     A window is *faulted* when an unusable fault covers at least ``min_overlap_s``
     of it, *clean* when no unusable fault touches it, and *borderline* otherwise
     (a fault grazing its edge); borderline windows are counted but not scored.
-    Correctable faults (baseline wander, mains hum) do not make a window faulted.
+    Correctable faults (baseline wander, mains hum, an inverted ECG lead) do not
+    make a window faulted.
     """
     out = {"faulted": 0, "faulted_rejected": 0, "clean": 0, "clean_kept": 0, "borderline": 0}
     for s, k in zip(starts_s, kept):

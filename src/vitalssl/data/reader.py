@@ -23,6 +23,11 @@ class CaseError(Exception):
         super().__init__(f"case {caseid}: {reason}: {detail}")
         self.caseid, self.reason, self.detail = caseid, reason, detail
 
+    def __reduce__(self):
+        # the default pickles ``self.args`` (the one message string) and calls ``__init__`` with it,
+        # which fails in the parent when the error comes back from a worker process
+        return (type(self), (self.caseid, self.reason, self.detail))
+
 
 @dataclass
 class CaseSignals:

@@ -1,52 +1,64 @@
 """Cut a case into gated, normalised 10 s PPG+ECG windows, and write a split's window file.
 
-The file format is :mod:`vitalssl.windowfile`'s; this module fills it.
+The file format is :mod:`vitalssl.windowfile`'s; this module fills it, and
+writes beside it the gate's decision on every window examined and a figure of
+examples (:mod:`vitalssl.data.gatefigure`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import math
+import os
 from dataclasses import dataclass, field
-from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_text, write_json
+from ..atomic import tmp_path, write_json
 from ..config import to_dict
 from ..windowfile import CHANNELS, NpyAppender
+from .casepool import CaseFailure, run_cases
 from .config import WindowConfig
 from .dsp import bandpass, bandpass_sos, fill_gaps, resample
-from .quality import CHANNEL_MEASURES, CRITERIA, case_measures, judge
+from .gatefigure import ExampleBook, case_examples, plot_gate
+from .quality import CHANNEL_MEASURES, CRITERIA, PAIR_MEASURES, case_measures, judge, kept_mask, margins
 from .reader import CaseError, read_case
 
-META_COLUMNS = (["caseid", "subjectid", "start_s"]
-                + [f"{c.lower()}_{m}" for c in CHANNELS for m in CHANNEL_MEASURES]
-                + ["hr_diff"])
+MEASURE_COLUMNS = [f"{c.lower()}_{m}" for c in CHANNELS for m in CHANNEL_MEASURES] + list(PAIR_MEASURES)
+META_COLUMNS = ["caseid", "subjectid", "start_s"] + MEASURE_COLUMNS
+DECISION_COLUMNS = ["caseid", "start_s", "kept", "failed"] + MEASURE_COLUMNS
+
+# a criterion rejecting this share of a case's windows is noted in the report (a case needs this many windows
+# for the share to say more than chance)
+CASE_WARNING_FRAC, CASE_WARNING_MIN_WINDOWS = 0.95, 10
+# what to check when one criterion rejects (nearly) every window of a case
+CASE_WARNING_HINTS = {
+    "amplitude": "are the tracks in VitalDB's units? see windows.gate.ppg_amp_range and ecg_amp_range",
+    "missing": "the tracks hold gaps throughout",
+    "flat": "a channel is stuck or disconnected throughout",
+}
 
 
 @dataclass
 class CaseWindows:
-    """Result of one case: kept windows and, for every window, the gate's verdict."""
+    """Result of one case: kept windows, and the gate's decision on every window as CSV rows."""
     caseid: int
     windows: np.ndarray                 # [K, 2, L] float32, z-scored
-    meta: list                          # K rows (dicts) for kept windows
-    starts_s: np.ndarray                # [M] start of every candidate window, s
+    starts_s: np.ndarray                # [M] start of every window examined, s
     fails: dict                         # criterion -> [M] bool
+    meta_rows: str = ""                 # K rows of META_COLUMNS + labels, CSV
+    decision_rows: str = ""             # M rows of DECISION_COLUMNS, CSV
+    examples: list = field(default_factory=list)   # gate figure candidates
+    ecg_inverted_kept: int = 0          # kept windows whose ECG was read with inverted polarity
     error: CaseError | None = None
-    label_names: tuple = field(default_factory=tuple)
     duration_s: float = 0.0             # length of the case's waveforms, s
 
     @property
     def kept(self) -> np.ndarray:
         return kept_mask(self.fails, len(self.starts_s))
 
-
-def kept_mask(fails: dict, n: int) -> np.ndarray:
-    """``[n]`` bool: windows that fail no criterion."""
-    return ~np.any(np.stack([fails[c] for c in CRITERIA]), axis=0) if n else np.zeros(0, bool)
+    @classmethod
+    def failed(cls, caseid: int, error: CaseError, window_len: int) -> "CaseWindows":
+        return cls(caseid, np.zeros((0, 2, window_len), np.float32), np.zeros(0), {}, error=error)
 
 
 def window_starts(n_samples: int, window_len: int, stride_len: int) -> np.ndarray:
@@ -65,96 +77,150 @@ def zscore(w: np.ndarray) -> np.ndarray:
     return (w - mu) / sd
 
 
+def _column(values) -> list:
+    """CSV cells of one column: floats with 6 significant digits, NaN as an empty cell."""
+    a = np.asarray(values)
+    if a.dtype.kind == "f":
+        return ["" if v != v else f"{v:.6g}" for v in a.tolist()]
+    if a.dtype.kind == "b":
+        return ["1" if v else "0" for v in a.tolist()]
+    return ["" if v is None else str(v) for v in a.tolist()]
+
+
+def _csv_rows(columns: list) -> str:
+    """Rows (``\\n``-terminated) of equal-length columns of cells."""
+    return "".join(",".join(cells) + "\n" for cells in zip(*columns))
+
+
+def _window_labels(labels: dict, starts: np.ndarray, length: int, fs: float) -> dict:
+    """Each numeric track (1 Hz values) averaged over each window's seconds; NaN where none is finite.
+
+    Window ``i`` covers seconds ``floor(s / fs)`` up to ``ceil((s + length) / fs)``; the means come
+    from running sums, one pass per track however many windows there are.
+    """
+    t0 = (starts // fs).astype(np.int64)
+    t1 = np.ceil((starts + length) / fs).astype(np.int64)
+    out = {}
+    for k, x in labels.items():
+        ok = np.isfinite(x)
+        total = np.concatenate([[0.0], np.cumsum(np.where(ok, x, 0.0))])
+        count = np.concatenate([[0], np.cumsum(ok)])
+        a, b = np.minimum(t0, len(x)), np.minimum(t1, len(x))
+        n = count[b] - count[a]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[k] = np.where(n > 0, (total[b] - total[a]) / n, np.nan)
+    return out
+
+
 def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseWindows:
-    """Read, filter, resample, window, gate and normalise one case."""
-    labels = tuple(cfg.label_tracks)
+    """Read, resample, filter, window, gate and normalise one case; format its rows for the CSV files."""
     try:
         sig = read_case(path, caseid, cfg.ppg_track, cfg.ecg_track, dict(cfg.label_tracks), cfg.native_srate)
     except CaseError as e:
-        return CaseWindows(caseid, np.zeros((0, 2, cfg.window_len), np.float32), [], np.zeros(0), {}, e, labels)
+        return CaseWindows.failed(caseid, e, cfg.window_len)
     fs, dec, L = cfg.target_srate, cfg.decimation, cfg.window_len
     raw = (sig.ppg, sig.ecg)
-    bands = (cfg.filter.ppg_band, cfg.filter.ecg_band)
     filt = []
-    for x, band in zip(raw, bands):
-        sos = bandpass_sos(cfg.filter.type, cfg.filter.order, band, cfg.native_srate)
-        filt.append(resample(bandpass(fill_gaps(x), sos), dec))
+    for x, band in zip(raw, (cfg.filter.ppg_band, cfg.filter.ecg_band)):
+        # resampling first: both steps are linear filters, and the band-pass then runs on 1/decimation the samples
+        sos = bandpass_sos(cfg.filter.type, cfg.filter.order, band, fs)
+        filt.append(bandpass(resample(fill_gaps(x), dec), sos))
     n = min(len(filt[0]), len(filt[1]), len(raw[0]) // dec)
     starts = window_starts(n, L, cfg.stride_len)
-    m = [case_measures(raw[c][: n * dec], filt[c][:n], starts, L, dec, cfg.native_srate, fs, cfg.gate)
-         for c in range(2)]
-    verdict = judge(m[0], m[1], cfg.gate)
-    fails = verdict["fails"]
+    ppg, ecg, pair, beats = case_measures(tuple(r[: n * dec] for r in raw), tuple(f[:n] for f in filt), starts, L,
+                                          dec, cfg.native_srate, fs, cfg.gate)
+    fails = judge(ppg, ecg, pair, cfg.gate)
     kept = kept_mask(fails, len(starts))
-    kept_w, meta = [], []
-    for i in np.flatnonzero(kept):
-        s = starts[i]
-        w = np.stack([filt[0][s:s + L], filt[1][s:s + L]])
-        kept_w.append(zscore(w).astype(np.float32))
-        row = {"caseid": caseid, "subjectid": subjectid, "start_s": s / fs}
-        for ch, mc in zip(CHANNELS, m):
-            for k in CHANNEL_MEASURES:
-                row[f"{ch.lower()}_{k}"] = mc[k][i]
-        row["hr_diff"] = verdict["hr_diff"][i]
-        t0, t1 = int(s // fs), int(math.ceil((s + L) / fs))
-        for k in labels:
-            seg = sig.labels[k][t0:t1]
-            seg = seg[np.isfinite(seg)]
-            row[f"label_{k}"] = float(seg.mean()) if len(seg) else np.nan
-        meta.append(row)
-    windows = np.stack(kept_w) if kept_w else np.zeros((0, 2, L), np.float32)
-    return CaseWindows(caseid, windows, meta, starts / fs, fails, None, labels, len(sig.ppg) / cfg.native_srate)
+    idx = starts[kept][:, None] + np.arange(L)
+    windows = zscore(np.stack([filt[0][idx], filt[1][idx]], axis=1)).astype(np.float32)
+    measures = [m[k] for m in (ppg, ecg) for k in CHANNEL_MEASURES] + [pair[k] for k in PAIR_MEASURES]
+    starts_s = starts / fs
+    labels = _window_labels(sig.labels, starts[kept], L, fs)
+    meta = [[str(caseid)] * int(kept.sum()), _column([subjectid] * int(kept.sum())), _column(starts_s[kept])]
+    meta += [_column(m[kept]) for m in measures] + [_column(labels[k]) for k in cfg.label_tracks]
+    failed = [";".join(c for c in CRITERIA if fails[c][i]) for i in range(len(starts))]
+    decisions = [[str(caseid)] * len(starts), _column(starts_s), _column(kept), failed] + [_column(m) for m in measures]
+    examples = case_examples(caseid, starts_s, fails, margins(ppg, ecg, pair, cfg.gate),
+                             lambda i: (filt[0][starts[i]:starts[i] + L], filt[1][starts[i]:starts[i] + L]), beats)
+    return CaseWindows(caseid, windows, starts_s, fails, _csv_rows(meta), _csv_rows(decisions), examples,
+                       int(np.count_nonzero(pair["ecg_inverted"] & kept)))
 
 
-def _work(args):
+def _work(args) -> CaseWindows:
     source, caseid, subjectid, cfg = args
     try:
-        path = source.case_path(caseid)
+        return process_case(source.case_path(caseid), caseid, subjectid, cfg)
     except CaseError as e:
-        return CaseWindows(caseid, np.zeros((0, 2, cfg.window_len), np.float32), [], np.zeros(0), {}, e)
-    return process_case(path, caseid, subjectid, cfg)
+        return CaseWindows.failed(caseid, e, cfg.window_len)
+    except Exception as e:  # one case's unforeseen input must not end a run over thousands: report it by case
+        return CaseWindows.failed(caseid, CaseError(caseid, "processing_error", f"{type(e).__name__}: {e}"),
+                                  cfg.window_len)
 
 
-def _fmt(v) -> str:
-    if isinstance(v, (float, np.floating)):
-        return "" if not np.isfinite(v) else f"{float(v):.6g}"
-    return str(v)
+class _CsvStream:
+    """Rows streamed to a temporary file, renamed into place by :meth:`publish`."""
+
+    def __init__(self, path: Path, header: list):
+        self.path, self.tmp = Path(path), tmp_path(path)
+        self.f = open(self.tmp, "w", newline="")
+        self.f.write(",".join(header) + "\n")
+
+    def write(self, rows: str) -> None:
+        self.f.write(rows)
+
+    def publish(self) -> None:
+        self.f.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self.f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def output_paths(out_dir: Path, split: str) -> dict:
+    """The files :func:`build_split` writes for ``split``."""
+    out_dir = Path(out_dir)
+    return {"npy": out_dir / f"{split}_windows.npy", "meta": out_dir / f"{split}_windows.meta.csv",
+            "info": out_dir / f"{split}_windows.json", "decisions": out_dir / f"{split}_windows.decisions.csv",
+            "figure": out_dir / f"{split}_gate.png"}
 
 
 def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: str, progress: bool = True,
                 on_case=None) -> dict:
-    """Build ``<split>_windows.{npy,meta.csv,json}`` from ``cases`` = [(caseid, subjectid)] of ``source``.
+    """Build a split's window file, its meta and decisions tables and gate figure (see :func:`output_paths`)
+    from ``cases`` = [(caseid, subjectid)] of ``source``.
 
-    Cases run in ``cfg.num_workers`` processes, one case in memory per worker,
-    in case order (so the output is byte-identical for the same inputs).
-    Returns the quality report (also the caller's DVC metrics).
+    Cases run in ``cfg.num_workers`` processes (:func:`vitalssl.data.casepool.run_cases`),
+    one case in memory per worker, and are written in case order, so the output
+    is byte-identical for the same inputs. Returns the quality report (also the
+    caller's DVC metrics).
     """
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    paths = output_paths(out_dir, split)
     L = cfg.window_len
     report = {"split": split, "cases_total": len(cases), "cases_read": 0, "cases_failed": 0,
               "cases_failed_by_reason": {}, "failed_cases": [], "cases_without_windows": 0,
               "cases_without_windows_list": [],
               "windows_total": 0, "windows_kept": 0, "windows_rejected": 0,
-              "rejected_by_criterion": {c: 0 for c in CRITERIA}}
-    npy = NpyAppender(out_dir / f"{split}_windows.npy", (2, L))
-    meta_buf = io.StringIO()
+              "rejected_by_criterion": {c: 0 for c in CRITERIA}, "kept_with_inverted_ecg": 0,
+              "case_warnings": []}
     label_cols = [f"label_{k}" for k in cfg.label_tracks]
-    writer = csv.writer(meta_buf, lineterminator="\n")
-    writer.writerow(META_COLUMNS + label_cols)
-    jobs = [(source, int(c), s, cfg) for c, s in cases]
+    npy = NpyAppender(paths["npy"], (2, L))
+    streams = []
+    book = ExampleBook()
+    results = None
     try:
-        if cfg.num_workers > 1 and len(jobs) > 1:
-            # fork where there is one: this process holds no torch or CUDA state, and spawn would
-            # re-import scipy, pandas and vitaldb in every worker (seconds per run)
-            pool = get_context("fork" if "fork" in get_all_start_methods() else "spawn").Pool(
-                min(cfg.num_workers, len(jobs)))
-            results = pool.imap(_work, jobs, chunksize=1)
-        else:
-            pool, results = None, map(_work, jobs)
-        for res in tqdm(results, total=len(jobs), desc=f"build-windows {split}", disable=not progress, unit="case"):
+        streams = [_CsvStream(paths["meta"], META_COLUMNS + label_cols),
+                   _CsvStream(paths["decisions"], DECISION_COLUMNS)]
+        jobs = [(source, int(c), s, cfg) for c, s in cases]
+        results = run_cases(_work, jobs, min(cfg.num_workers, max(len(jobs), 1)), cfg.case_timeout_s)
+        for i, res in tqdm(results, total=len(jobs), desc=f"build-windows {split}", disable=not progress,
+                           unit="case"):
+            if isinstance(res, CaseFailure):
+                res = CaseWindows.failed(jobs[i][1], CaseError(jobs[i][1], res.reason, res.detail), L)
             if on_case is not None:
                 on_case(res)
             if res.error is not None:
@@ -163,35 +229,50 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
                 report["cases_failed_by_reason"][r] = report["cases_failed_by_reason"].get(r, 0) + 1
                 report["failed_cases"].append({"caseid": res.caseid, "reason": r, "detail": res.error.detail})
                 continue
-            report["cases_read"] += 1
-            report["windows_total"] += len(res.starts_s)
-            report["windows_kept"] += len(res.windows)
-            for c in CRITERIA:
-                report["rejected_by_criterion"][c] += int(res.fails[c].sum())
-            if len(res.windows) == 0:
-                report["cases_without_windows"] += 1
-                report["cases_without_windows_list"].append(
-                    {"caseid": res.caseid, "duration_s": round(res.duration_s, 3), "windows": len(res.starts_s)})
+            _count_case(report, res, cfg)
             npy.append(res.windows)
-            for row in res.meta:
-                writer.writerow([_fmt(row[k]) for k in META_COLUMNS + label_cols])
-        if pool is not None:
-            pool.close()
-            pool.join()
+            streams[0].write(res.meta_rows)
+            streams[1].write(res.decision_rows)
+            book.add(res.examples)
+        report["windows_rejected"] = report["windows_total"] - report["windows_kept"]
+        if report["windows_kept"] == 0:
+            reasons = ", ".join(f"{k}: {v}" for k, v in report["cases_failed_by_reason"].items()) or "none failed to read"
+            raise RuntimeError(f"split {split!r}: no usable window left from {len(cases)} case(s) "
+                               f"(cases failed: {reasons}; windows rejected by criterion: "
+                               f"{report['rejected_by_criterion']})")
+        plot_gate(book, paths["figure"], cfg.target_srate, split)
+        for s in streams:
+            s.publish()
+        info = {"split": split, "channels": list(CHANNELS), "srate": cfg.target_srate, "window_len": L,
+                "count": report["windows_kept"], "dtype": "float32", "layout": "[N, C, L]",
+                "normalisation": "z-score per window and channel", "params": to_dict(cfg)}
+        write_json(paths["info"], info)
     except BaseException:
+        if results is not None:
+            results.close()  # stops the workers' pool now, not whenever the generator is collected
         npy.abort()
+        for s in streams:
+            s.abort()
         raise
-    report["windows_rejected"] = report["windows_total"] - report["windows_kept"]
-    if report["windows_kept"] == 0:
-        npy.abort()
-        reasons = ", ".join(f"{k}: {v}" for k, v in report["cases_failed_by_reason"].items()) or "none failed to read"
-        raise RuntimeError(f"split {split!r}: no usable window left from {len(cases)} case(s) "
-                           f"(cases failed: {reasons}; windows rejected by criterion: "
-                           f"{report['rejected_by_criterion']})")
-    atomic_write_text(out_dir / f"{split}_windows.meta.csv", meta_buf.getvalue())
-    info = {"split": split, "channels": list(CHANNELS), "srate": cfg.target_srate, "window_len": L,
-            "count": report["windows_kept"], "dtype": "float32", "layout": "[N, C, L]",
-            "normalisation": "z-score per window and channel", "params": to_dict(cfg)}
-    write_json(out_dir / f"{split}_windows.json", info)
     npy.close()  # last: the window file appears only once its companions are in place
     return report
+
+
+def _count_case(report: dict, res: CaseWindows, cfg: WindowConfig) -> None:
+    """Add one read case to the quality report; note a criterion that rejects (nearly) all its windows."""
+    n = len(res.starts_s)
+    report["cases_read"] += 1
+    report["windows_total"] += n
+    report["windows_kept"] += len(res.windows)
+    report["kept_with_inverted_ecg"] += res.ecg_inverted_kept
+    if len(res.windows) == 0:
+        report["cases_without_windows"] += 1
+        report["cases_without_windows_list"].append(
+            {"caseid": res.caseid, "duration_s": round(res.duration_s, 3), "windows": n})
+    for c in CRITERIA:
+        k = int(res.fails[c].sum())
+        report["rejected_by_criterion"][c] += k
+        if n >= CASE_WARNING_MIN_WINDOWS and k >= CASE_WARNING_FRAC * n:
+            report["case_warnings"].append({
+                "caseid": res.caseid, "criterion": c, "rejected": k, "windows": n,
+                "hint": CASE_WARNING_HINTS.get(c, "see this criterion's params under windows.gate")})

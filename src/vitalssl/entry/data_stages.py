@@ -94,6 +94,8 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
         truth = dict(truth)
         truth["faulted_rejected_frac"] = truth.get("faulted_rejected", 0) / max(truth.get("faulted", 0), 1)
         truth["clean_kept_frac"] = truth.get("clean_kept", 0) / max(truth.get("clean", 0), 1)
+        rejected = truth.get("faulted_rejected", 0) + truth.get("clean", 0) - truth.get("clean_kept", 0)
+        truth["rejection_precision"] = truth.get("faulted_rejected", 0) / max(rejected, 1)
         report["gate_vs_demo_faults"] = truth
     print(f"build-windows {split}: {report['cases_read']}/{report['cases_total']} cases read, "
           f"{report['windows_kept']}/{report['windows_total']} windows kept; rejected by criterion "
@@ -103,6 +105,9 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
     for c in report["cases_without_windows_list"]:
         why = "shorter than one window" if c["windows"] == 0 else f"all {c['windows']} windows rejected by the gate"
         print(f"build-windows {split}: case {c['caseid']} ({c['duration_s']:g} s) gave no window: {why}")
+    for w in report["case_warnings"]:
+        print(f"build-windows {split}: case {w['caseid']}: {w['criterion']} rejected {w['rejected']} of its "
+              f"{w['windows']} windows ({w['hint']})")
     if metrics_path is not None:
         metrics_path = Path(metrics_path)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
