@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import faulthandler
 import multiprocessing
+import os
 import signal
+import sys
 import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -54,10 +56,25 @@ def _on_alarm(signum, frame):
     raise CaseTimeout()
 
 
+def _watchdog_file():
+    """Where the watchdog writes the stuck worker's stack: the process's real stderr.
+
+    ``sys.stderr`` may be a stand-in without a file descriptor (pytest's capture, a
+    notebook), which ``faulthandler`` cannot use.
+    """
+    for f in (sys.__stderr__, sys.stderr):
+        try:
+            f.fileno()
+            return f
+        except (AttributeError, ValueError, OSError):
+            continue
+    return open(os.devnull, "w")
+
+
 def _guarded(fn: Callable, job, timeout_s: float):
     """``fn(job)`` in a worker, under the soft timer and the hard watchdog."""
     signal.signal(signal.SIGALRM, _on_alarm)
-    faulthandler.dump_traceback_later(HARD_TIMEOUT_FACTOR * timeout_s, exit=True)
+    faulthandler.dump_traceback_later(HARD_TIMEOUT_FACTOR * timeout_s, exit=True, file=_watchdog_file())
     signal.setitimer(signal.ITIMER_REAL, timeout_s)
     try:
         return fn(job)

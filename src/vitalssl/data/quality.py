@@ -28,6 +28,8 @@ REL_PROMINENCE = 0.35  # a beat stands out by this fraction of the window's robu
 def _windows(x: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
     """Read-only ``[n, length]`` windows of ``x`` at ``starts``: a view when the starts are evenly
     spaced (a case's windows always are), a copy otherwise."""
+    if len(starts) == 0:  # also a case shorter than one window, where no view of that length exists
+        return np.zeros((0, length), x.dtype)
     view = np.lib.stride_tricks.sliding_window_view(x, length)
     step = int(starts[1] - starts[0]) if len(starts) > 1 else 1
     if len(starts) and step > 0 and np.array_equal(starts, starts[0] + step * np.arange(len(starts))):

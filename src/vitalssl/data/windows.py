@@ -143,7 +143,7 @@ def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseW
     examples = case_examples(caseid, starts_s, fails, margins(ppg, ecg, pair, cfg.gate),
                              lambda i: (filt[0][starts[i]:starts[i] + L], filt[1][starts[i]:starts[i] + L]), beats)
     return CaseWindows(caseid, windows, starts_s, fails, _csv_rows(meta), _csv_rows(decisions), examples,
-                       int(np.count_nonzero(pair["ecg_inverted"] & kept)))
+                       int(np.count_nonzero(pair["ecg_inverted"] & kept)), duration_s=len(sig.ppg) / cfg.native_srate)
 
 
 def _work(args) -> CaseWindows:
