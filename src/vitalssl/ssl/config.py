@@ -82,6 +82,10 @@ class PretrainConfig:
     save_interval: int
     fast: bool
     fast_windows: int          # windows per split used by --fast
+    compile: bool              # torch.compile the model and the loss
+    sampler: str               # random | block (contiguous blocks through a shuffle buffer)
+    block_size: int            # windows per block (sampler: block)
+    shuffle_buffer: int        # windows in the shuffle buffer, a multiple of block_size (sampler: block)
     model: ModelConfig
     stft: STFTConfig
 
@@ -106,6 +110,11 @@ class PretrainConfig:
         check(len(self.channels) == self.model.num_input_channels, "channels (--channels)",
                f"{len(self.channels)} channel(s) given but model.num_input_channels is {self.model.num_input_channels}")
         check(self.fast_windows >= 1, "fast_windows", "must be >= 1")
+        check(isinstance(self.compile, bool), "compile", f"must be true or false, got {self.compile!r}")
+        check(self.sampler in ("random", "block"), "sampler", f"{self.sampler!r} is not random or block")
+        check(self.block_size >= 1, "block_size", "must be >= 1")
+        check(self.shuffle_buffer >= self.block_size and self.shuffle_buffer % self.block_size == 0,
+              "shuffle_buffer", f"{self.shuffle_buffer} must be a positive multiple of block_size {self.block_size}")
         n_hidden = round(self.mask_ratio * self.model.num_patches)
         check(1 <= n_hidden < self.model.num_patches, "mask_ratio (--mask-ratio)",
                f"{self.mask_ratio} of {self.model.num_patches} patches hides {n_hidden}; need 1..{self.model.num_patches - 1}")
