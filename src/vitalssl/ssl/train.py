@@ -36,7 +36,7 @@ from .losses import masked_mse, msm_objective
 from .masking import make_mask
 from .model import MaskedTTM, ttm_config
 from .outputs import plot_history, publish
-from .prefetch import Prefetcher, pin_for
+from .prefetch import Prefetcher
 from .resume import RunKey, load_or_start, prepare_work_dir, save_state
 from .schedule import lr_at
 from .tally import NonFiniteLossError, StepTally
@@ -97,7 +97,7 @@ def autocast(device: torch.device, enabled: bool):
 
 @functools.lru_cache(maxsize=None)
 def compiled(fn):
-    """``torch.compile(fn)``, built once per function (compiling is slow; the cache is torch's)."""
+    """``torch.compile(fn)``, one wrapper per function, so every epoch reuses the graphs compiled in the first."""
     return torch.compile(fn)
 
 
