@@ -11,7 +11,10 @@ and the share of the full step spent in the MR-STFT term (its forward and backwa
 timed alone), peak RSS and, on CUDA, peak GPU memory. CUDA runs under the training's
 autocast (``amp``). Measures are interleaved over ``--rounds`` rounds and the medians
 printed, with the median of the per-round ratio full / in memory: on a shared machine
-the load changes between rounds, not within one.
+the load changes between rounds, less within one. The same ratio from process CPU
+time (all threads) is printed too: it does not count time spent descheduled by other
+load, so on a shared CPU it is the steadier of the two (on CUDA only wall time means
+anything).
 
 Usage:
     python benchmarks/bench_pretrain.py [--batch-sizes 128 512] [--batches 5] [--rounds 3]
@@ -145,21 +148,26 @@ def bench_batch(cfg, device, ds, B, args) -> dict:
         _sync(device)
         first[name] = time.perf_counter() - t0
     times = {k: [] for k in measures}
+    cpu = {k: [] for k in measures}
     for _ in range(args.rounds):
         for name, fn in measures.items():
             _sync(device)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             _sync(device)
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
     med = {k: statistics.median(v) for k, v in times.items()}
     row = {"B": B, "first": first, **{k: args.batches * B / v for k, v in med.items()},
            "full_vs_mem": statistics.median(m / f for m, f in zip(times["in_memory"], times["full"])),
            "stft_share": statistics.median(s / f for s, f in zip(times["stft"], times["full"])),
            "full_ratios": [m / f for m, f in zip(times["in_memory"], times["full"])],
+           "full_ratios_cpu": [m / f for m, f in zip(cpu["in_memory"], cpu["full"])],
            "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
            "gpu": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None}
-    print(f"  batch {B}: per-round full/in-memory {[round(r, 3) for r in row['full_ratios']]}", flush=True)
+    print(f"  batch {B}: per-round full/in-memory {[round(r, 3) for r in row['full_ratios']]} (wall time), "
+          f"{[round(r, 3) for r in row['full_ratios_cpu']]} (CPU time), median "
+          f"{statistics.median(row['full_ratios_cpu']):.3f}", flush=True)
     return row
 
 
