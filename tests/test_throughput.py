@@ -184,6 +184,24 @@ def test_block_sampler_splits_ranks_like_the_uniform_one():
     assert set(per[0]) | set(per[1]) == set(range(n))
 
 
+def test_sampler_param_picks_the_sampler(tiny_cfg):
+    from vitalssl.ssl.train import make_sampler
+
+    s = make_sampler(tiny_cfg(sampler="block", block_size=8, shuffle_buffer=32, batch_size=16), 100, 1, 2)
+    assert isinstance(s, BlockShuffleBatchSampler) and (s.block, s.buffer, s.bs, s.rank, s.world) == (8, 32, 8, 1, 2)
+    assert type(make_sampler(tiny_cfg(), 100, 0, 1)) is EpochBatchSampler
+
+
+@pytest.mark.parametrize("over,name", [({"compile": "yes"}, "compile"), ({"sampler": "blocks"}, "sampler"),
+                                       ({"block_size": 0}, "block_size"),
+                                       ({"block_size": 64, "shuffle_buffer": 100}, "shuffle_buffer")])
+def test_throughput_params_are_checked_by_name(tiny_cfg, over, name):
+    from vitalssl.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"`{name}`"):
+        tiny_cfg(**over)
+
+
 # --------------------------------------------------------------------------- compile
 
 def test_compile_param_compiles_model_and_loss(tiny_cfg, window_dir, tmp_path, monkeypatch):

@@ -85,6 +85,11 @@ def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
     return amp_dtype(device.type, amp, device.type == "cuda" and torch.cuda.is_bf16_supported())
 
 
+def _amp_name(device: torch.device, amp: bool) -> str:
+    dtype = _amp_dtype(device, amp)
+    return "off" if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def make_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
     """A GradScaler that is enabled only for fp16 autocast (CUDA without bf16)."""
     return torch.amp.GradScaler("cuda", enabled=_amp_dtype(device, amp) == torch.float16)
@@ -290,7 +295,8 @@ def _pretrain(cfg, data_dir, output_dir, work_dir, resume, keep_state, progress,
     else:
         log(f"Pretraining on {device} x{world}: {len(train_ds)} train / {len(val_ds)} val windows, "
             f"{ctx.steps_per_epoch} steps/epoch, {sum(p.numel() for p in model.parameters()):,} parameters; "
-            f"zero-fill val MSM {zero_fill:.4f}")
+            f"autocast {_amp_name(device, cfg.amp)}, "
+            f"{cfg.sampler} sampler; zero-fill val MSM {zero_fill:.4f}")
 
     # ---- for each epoch: train, evaluate, checkpoint
     history, best_val = state.history, state.best_val
