@@ -89,6 +89,10 @@ class PretrainConfig:
     save_interval: int
     fast: bool
     fast_windows: int          # windows per split used by --fast
+    compile: bool              # torch.compile the model and the loss
+    sampler: str               # random | block (contiguous blocks through a shuffle buffer)
+    block_size: int            # windows per block (sampler: block)
+    shuffle_buffer: int        # windows in the shuffle buffer, a multiple of block_size (sampler: block)
     model: ModelConfig
     stft: STFTConfig
 
@@ -119,6 +123,10 @@ class PretrainConfig:
                 check(f < 2 * L, "stft.fft_sizes",
                       f"{f} needs windows longer than {f // 2} samples (reflect padding) but "
                       f"model.context_length is {L}; use FFT sizes below {2 * L}")
+        check(self.sampler in ("random", "block"), "sampler", f"{self.sampler!r} is not random or block")
+        check(self.block_size >= 1, "block_size", "must be >= 1")
+        check(self.shuffle_buffer >= self.block_size and self.shuffle_buffer % self.block_size == 0,
+              "shuffle_buffer", f"{self.shuffle_buffer} must be a positive multiple of block_size {self.block_size}")
         n_hidden = round(self.mask_ratio * self.model.num_patches)
         check(1 <= n_hidden < self.model.num_patches, "mask_ratio (--mask-ratio)",
                f"{self.mask_ratio} of {self.model.num_patches} patches hides {n_hidden}; need 1..{self.model.num_patches - 1}")

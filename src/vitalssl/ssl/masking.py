@@ -32,27 +32,39 @@ def n_hidden(num_patches: int, mask_ratio: float) -> int:
     return int(round(mask_ratio * num_patches))
 
 
+def _draw_device(generator: torch.Generator | None, device) -> torch.device:
+    """Where masks are drawn: ``device`` if given, else the generator's device (CPU without one).
+
+    Drawing on the training device keeps the step free of a host-to-device copy; the
+    generator must live there too (torch refuses a CPU generator for a CUDA draw).
+    """
+    if device is not None:
+        return torch.device(device)
+    return generator.device if generator is not None else torch.device("cpu")
+
+
 def random_masking(batch: int, num_patches: int, mask_ratio: float, generator: torch.Generator | None = None,
                    device=None) -> torch.Tensor:
     """``[B, N]`` bool, True = hidden: exactly ``n_hidden`` patches per sample, chosen uniformly."""
     k = n_hidden(num_patches, mask_ratio)
-    noise = torch.rand(batch, num_patches, generator=generator)
+    noise = torch.rand(batch, num_patches, generator=generator, device=_draw_device(generator, device))
     ranks = noise.argsort(dim=1).argsort(dim=1)
-    return (ranks < k).to(device) if device is not None else ranks < k
+    return ranks < k
 
 
 def block_masking(batch: int, num_patches: int, mask_ratio: float, generator: torch.Generator | None = None,
                   device=None) -> torch.Tensor:
     """``[B, N]`` bool, True = hidden: one contiguous span of ``n_hidden`` patches per sample."""
     k = n_hidden(num_patches, mask_ratio)
-    start = torch.randint(0, num_patches - k + 1, (batch, 1), generator=generator)
-    idx = torch.arange(num_patches).unsqueeze(0)
-    mask = (idx >= start) & (idx < start + k)
-    return mask.to(device) if device is not None else mask
+    dev = _draw_device(generator, device)
+    start = torch.randint(0, num_patches - k + 1, (batch, 1), generator=generator, device=dev)
+    idx = torch.arange(num_patches, device=dev).unsqueeze(0)
+    return (idx >= start) & (idx < start + k)
 
 
 def make_mask(kind: str, batch: int, num_patches: int, mask_ratio: float,
               generator: torch.Generator | None = None, device=None) -> torch.Tensor:
+    """``[B, N]`` bool mask (True = hidden) of ``kind``, drawn on ``device`` (default: the generator's)."""
     if kind == "random":
         return random_masking(batch, num_patches, mask_ratio, generator, device)
     if kind == "block":

@@ -11,6 +11,7 @@ run continues exactly as an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import random
 import shutil
 import time
@@ -26,7 +27,7 @@ from torch.utils.data import DataLoader
 from ..atomic import write_json
 from ..config import to_dict
 from ..seeding import DROPOUT, MASK, VAL_MASK, derive_seed
-from ..windowfile import EpochBatchSampler, WindowDataset, resolve_data_file
+from ..windowfile import BlockShuffleBatchSampler, EpochBatchSampler, WindowDataset, resolve_data_file
 from .checkpoint import make_checkpoint, save_atomic
 from .config import PretrainConfig
 from .distributed import all_reduce_sum, barrier, device_kind, pick_device, setup_distributed, unwrap
@@ -35,12 +36,12 @@ from .losses import masked_mse, msm_objective
 from .masking import make_mask
 from .model import MaskedTTM, ttm_config
 from .outputs import plot_history, publish
+from .prefetch import Prefetcher
 from .resume import RunKey, load_or_start, prepare_work_dir, save_state
 from .schedule import lr_at
+from .tally import NonFiniteLossError, StepTally
 
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss or gradient became NaN/inf; the message names the epoch and batch."""
+__all__ = ["NonFiniteLossError", "RunContext", "train_one_epoch", "evaluate", "pretrain"]
 
 
 @dataclass(frozen=True)
@@ -72,17 +73,37 @@ def build_optimizer(model: torch.nn.Module, cfg: PretrainConfig) -> torch.optim.
                               {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
 
 
+def amp_dtype(device_type: str, amp: bool, bf16_supported: bool) -> torch.dtype | None:
+    """The autocast dtype for ``amp`` on a device: None (float32) on CPU or with ``amp`` off,
+    else bfloat16 where supported, float16 otherwise (which needs loss scaling)."""
+    if device_type != "cuda" or not amp:
+        return None
+    return torch.bfloat16 if bf16_supported else torch.float16
+
+
+def _amp_dtype(device: torch.device, amp: bool) -> torch.dtype | None:
+    return amp_dtype(device.type, amp, device.type == "cuda" and torch.cuda.is_bf16_supported())
+
+
+def _amp_name(device: torch.device, amp: bool) -> str:
+    dtype = _amp_dtype(device, amp)
+    return "off" if dtype is None else str(dtype).removeprefix("torch.")
+
+
 def make_scaler(device: torch.device, amp: bool) -> torch.amp.GradScaler:
     """A GradScaler that is enabled only for fp16 autocast (CUDA without bf16)."""
-    use = device.type == "cuda" and amp and not torch.cuda.is_bf16_supported()
-    return torch.amp.GradScaler("cuda", enabled=use)
+    return torch.amp.GradScaler("cuda", enabled=_amp_dtype(device, amp) == torch.float16)
 
 
 def autocast(device: torch.device, enabled: bool):
-    if device.type == "cuda" and enabled:
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast(device_type="cuda", dtype=dtype)
-    return nullcontext()
+    dtype = _amp_dtype(device, enabled)
+    return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(fn):
+    """``torch.compile(fn)``, one wrapper per function, so every epoch reuses the graphs compiled in the first."""
+    return torch.compile(fn)
 
 
 def warmup_epochs(cfg: PretrainConfig, log=print) -> int:
@@ -95,51 +116,60 @@ def warmup_epochs(cfg: PretrainConfig, log=print) -> int:
 
 # --------------------------------------------------------------------------- one epoch
 
+def mask_generator(seed: int, epoch: int, rank: int, device: torch.device) -> torch.Generator:
+    """The epoch's mask stream on ``device``: masks are drawn where the model runs, no copy per step.
+
+    The same (seed, epoch, rank) gives the same masks on a given device type; CUDA's
+    generator is not CPU's, so a run moved between them draws different (equally random) masks.
+    """
+    return torch.Generator(device=device).manual_seed(derive_seed(seed, MASK, epoch, rank))
+
+
 def train_one_epoch(model, loader, optimizer, ctx: RunContext, epoch: int, pbar=None) -> dict:
-    """One pass over the rank's batches; returns the mean loss terms over all ranks and the last LR."""
+    """One pass over the rank's batches; returns the mean loss terms over all ranks and the last LR.
+
+    Nothing is read back from the device inside a step: the loss sums and a non-finite
+    loss or gradient norm are kept on the device (:class:`StepTally`) and read every
+    ``log_interval`` batches and at the end, where a non-finite step raises naming its batch.
+    """
     cfg, device = ctx.cfg, ctx.device
     model.train()
-    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, MASK, epoch, ctx.rank))
+    gen = mask_generator(cfg.seed, epoch, ctx.rank, device)
     torch.manual_seed(derive_seed(cfg.seed, DROPOUT, epoch, ctx.rank))
-    sums = torch.zeros(4, dtype=torch.float64)  # loss*n, msm*n, stft*n, n
+    objective = compiled(msm_objective) if cfg.compile else msm_objective
+    tally = StepTally(device)
     params = [p for p in model.parameters() if p.requires_grad]
     clip = cfg.gradient_clip if cfg.gradient_clip > 0 else float("inf")
+    n_batches = len(loader)
     lr = 0.0
-    for b, x in enumerate(loader):
-        step = epoch * ctx.steps_per_epoch + b
-        lr = lr_at(step, cfg.lr, ctx.warmup_steps, ctx.total_steps)
-        for g in optimizer.param_groups:
-            g["lr"] = lr
-        x = x.to(device, non_blocking=True)
-        mask = make_mask(cfg.mask_type, x.shape[0], cfg.model.num_patches, cfg.mask_ratio, gen).to(device)
-        with autocast(device, cfg.amp):
-            recon = model(x, mask)
-        terms = msm_objective(recon.float(), x, mask, cfg.model.patch_length, cfg.stft, cfg.stft_weight)
-        loss = terms["loss"]
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(f"non-finite loss ({loss.item()}) at epoch {epoch + 1}, batch {b + 1}; "
-                                     f"the last good checkpoint is kept")
-        optimizer.zero_grad(set_to_none=True)
-        ctx.scaler.scale(loss).backward()
-        ctx.scaler.unscale_(optimizer)
-        gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
-        # gradients are averaged over ranks, so every rank sees a non-finite norm together. With fp16
-        # loss scaling an overflow is expected now and then: scaler.step skips it and lowers the scale.
-        if not torch.isfinite(gnorm) and not ctx.scaler.is_enabled():
-            raise NonFiniteLossError(f"non-finite gradient norm at epoch {epoch + 1}, batch {b + 1} (loss "
-                                     f"{loss.item():.4g} on rank {ctx.rank}); the last good checkpoint is kept")
-        ctx.scaler.step(optimizer)
-        ctx.scaler.update()
-        n = x.shape[0]
-        sums += torch.tensor([loss.item() * n, terms["msm"].item() * n, terms["stft"].item() * n, n],
-                             dtype=torch.float64)
-        if pbar is not None:
-            pbar.update(1)
-            if (b + 1) % cfg.log_interval == 0 or b + 1 == len(loader):
-                pbar.set_postfix(loss=f"{sums[0].item() / sums[3].item():.4f}", lr=f"{lr:.2e}")
-    all_reduce_sum(sums, ctx.world)
-    n = sums[3].item()
-    return {"loss": sums[0].item() / n, "msm": sums[1].item() / n, "stft": sums[2].item() / n, "lr": lr}
+    with Prefetcher(iter(loader), device) as batches:
+        for b, x in enumerate(batches):
+            step = epoch * ctx.steps_per_epoch + b
+            lr = lr_at(step, cfg.lr, ctx.warmup_steps, ctx.total_steps)
+            for g in optimizer.param_groups:
+                g["lr"] = lr
+            mask = make_mask(cfg.mask_type, x.shape[0], cfg.model.num_patches, cfg.mask_ratio, gen)
+            with autocast(device, cfg.amp):
+                recon = model(x, mask)
+            terms = objective(recon.float(), x, mask, cfg.model.patch_length, cfg.stft, cfg.stft_weight)
+            optimizer.zero_grad(set_to_none=True)
+            ctx.scaler.scale(terms["loss"]).backward()
+            ctx.scaler.unscale_(optimizer)
+            gnorm = torch.nn.utils.clip_grad_norm_(params, clip)
+            # gradients are averaged over ranks, so every rank sees a non-finite norm at the same batch. With
+            # fp16 loss scaling an overflow is expected now and then: scaler.step skips it and lowers the scale.
+            tally.add(b, terms, x.shape[0], None if ctx.scaler.is_enabled() else gnorm)
+            ctx.scaler.step(optimizer)
+            ctx.scaler.update()
+            if pbar is not None:
+                pbar.update(1)
+            if (b + 1) % cfg.log_interval == 0 or b + 1 == n_batches:
+                tally.check(epoch, ctx.rank)
+                if pbar is not None:
+                    pbar.set_postfix(loss=f"{tally.means()['loss']:.4f}", lr=f"{lr:.2e}")
+    tally.check(epoch, ctx.rank)
+    all_reduce_sum(tally.sums, ctx.world)
+    return {**tally.means(), "lr": lr}
 
 
 @torch.no_grad()
@@ -148,20 +178,17 @@ def evaluate(model, dataset: WindowDataset, masks: torch.Tensor, ctx: RunContext
     cfg = ctx.cfg
     model.eval()
     idx = np.arange(ctx.rank, len(dataset), ctx.world)
-    sums = torch.zeros(4, dtype=torch.float64)
+    tally = StepTally(ctx.device)
     for i in range(0, len(idx), batch_size):
         sel = idx[i:i + batch_size]
         x = dataset[sel].to(ctx.device)
         mask = masks[torch.from_numpy(sel)].to(ctx.device)
         with autocast(ctx.device, cfg.amp):
             recon = model(x, mask)
-        t = msm_objective(recon.float(), x, mask, cfg.model.patch_length, cfg.stft, cfg.stft_weight)
-        n = len(sel)
-        sums += torch.tensor([t["loss"].item() * n, t["msm"].item() * n, t["stft"].item() * n, n],
-                             dtype=torch.float64)
-    all_reduce_sum(sums, ctx.world)
-    n = max(sums[3].item(), 1.0)
-    return {"loss": sums[0].item() / n, "msm": sums[1].item() / n, "stft": sums[2].item() / n}
+        tally.add(i // batch_size, msm_objective(recon.float(), x, mask, cfg.model.patch_length, cfg.stft,
+                                                cfg.stft_weight), len(sel))
+    all_reduce_sum(tally.sums, ctx.world)
+    return tally.means()
 
 
 def validation_masks(cfg: PretrainConfig, n: int) -> torch.Tensor:
@@ -181,6 +208,14 @@ def zero_fill_msm(dataset: WindowDataset, masks: torch.Tensor, patch_length: int
 
 
 # --------------------------------------------------------------------------- the run
+
+def make_sampler(cfg: PretrainConfig, n: int, rank: int, world: int):
+    """The training batch sampler of ``cfg.sampler``: uniform shuffling, or blocks through a shuffle buffer."""
+    if cfg.sampler == "block":
+        return BlockShuffleBatchSampler(n, cfg.batch_size // world, cfg.seed, rank, world, cfg.block_size,
+                                        cfg.shuffle_buffer)
+    return EpochBatchSampler(n, cfg.batch_size // world, cfg.seed, rank, world)
+
 
 def load_windows(cfg: PretrainConfig, data_dir: Path) -> tuple[WindowDataset, WindowDataset]:
     limit = cfg.fast_windows if cfg.fast else None
@@ -244,12 +279,15 @@ def _pretrain(cfg, data_dir, output_dir, work_dir, resume, keep_state, progress,
                         "ttm_config": ttm_config(cfg.model).to_dict()})
     barrier(world)
 
-    sampler = EpochBatchSampler(len(train_ds), cfg.batch_size // world, cfg.seed, rank, world)
+    sampler = make_sampler(cfg, len(train_ds), rank, world)
+    # pinning is the prefetch thread's (train_one_epoch), not the loader's
     loader = DataLoader(train_ds, sampler=sampler, batch_size=None, num_workers=cfg.num_workers,
-                        pin_memory=device.type == "cuda", persistent_workers=cfg.num_workers > 0)
+                        persistent_workers=cfg.num_workers > 0)
     ctx = RunContext(cfg, device, scaler, len(sampler), cfg.epochs * len(sampler),
                      warmup_epochs(cfg, log) * len(sampler), rank, world)
     train_model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if world > 1 else model
+    if cfg.compile:
+        train_model = torch.compile(train_model)
     val_masks = validation_masks(cfg, len(val_ds))
     zero_fill = zero_fill_msm(val_ds, val_masks, cfg.model.patch_length)
     if state.start_epoch > 0:
@@ -257,7 +295,8 @@ def _pretrain(cfg, data_dir, output_dir, work_dir, resume, keep_state, progress,
     else:
         log(f"Pretraining on {device} x{world}: {len(train_ds)} train / {len(val_ds)} val windows, "
             f"{ctx.steps_per_epoch} steps/epoch, {sum(p.numel() for p in model.parameters()):,} parameters; "
-            f"zero-fill val MSM {zero_fill:.4f}")
+            f"autocast {_amp_name(device, cfg.amp)}, "
+            f"{cfg.sampler} sampler; zero-fill val MSM {zero_fill:.4f}")
 
     # ---- for each epoch: train, evaluate, checkpoint
     history, best_val = state.history, state.best_val
