@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
+# Tiny models run fastest on one thread, and on a busy machine torch's intra-op threads
+# spin against each other (a step of the tiny model was 28x slower with 2 threads under load).
+# Set before torch is imported, so subprocesses (stages, dvc) inherit it too.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 import json
 from pathlib import Path
 

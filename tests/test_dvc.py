@@ -13,8 +13,9 @@ import yaml
 
 from conftest import ROOT
 
-pytestmark = pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None,
-                                reason="needs the dvc and git executables")
+pytestmark = [pytest.mark.slow,  # real dvc repro runs: CI runs them with `-m slow`
+              pytest.mark.skipif(shutil.which("dvc") is None or shutil.which("git") is None,
+                                 reason="needs the dvc and git executables")]
 
 
 def sh(cwd, *cmd, check=True):

@@ -139,6 +139,7 @@ def _strip_time(history):
     return [{k: v for k, v in h.items() if k != "time_s"} for h in history]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_matches_uninterrupted_run(window_dir, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     for d in (a, b):
@@ -215,6 +216,7 @@ def _ddp_worker(rank, world, store, cfg, window_dir, root):
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_agree_with_each_other_and_single_process(tiny_cfg, window_dir, tmp_path):
     import torch.multiprocessing as mp
     cfg = tiny_cfg(epochs=4, batch_size=16)
