@@ -100,6 +100,7 @@ def test_user_commands(repo):
     diff = sh(repo, "dvc", "metrics", "diff", "--json")
     d = json.loads(diff)
     assert "metrics/pretrain.json" in d and "best.val_loss" in d["metrics/pretrain.json"]
+    assert "val.reconstruction.random_r40.model.all" in d["metrics/evaluate.json"]
 
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
     text = json.dumps(shown)
@@ -108,3 +109,4 @@ def test_user_commands(repo):
     sh(repo, "dvc", "plots", "diff", "-o", "plots_out")
     html = (repo / "plots_out" / "index.html").read_text()
     assert "val_loss" in html and "val_msm" in html
+    assert "evaluate_reconstruction.png" in html and "evaluate_probes.png" in html
