@@ -38,8 +38,8 @@ def test_probe_finds_a_planted_linear_signal_on_held_out_subjects():
     X_tr, X_te = rng.standard_normal((300, 32)), rng.standard_normal((100, 32))
     y_tr, y_te = X_tr @ w + 0.1 * rng.standard_normal(300), X_te @ w + 0.1 * rng.standard_normal(100)
     p = linear_probe(X_tr, y_tr, g_tr, X_te, [1e-3, 1e-1, 10.0, 1e3, 1e5], 5)
-    r2 = bs.r2(y_te, p["pred"])(np.ones((1, 100)))[0]
-    assert r2 > 0.99 and p["alpha"] <= 10.0
+    r2 = bs.estimate(bs.r2(y_te, p["pred"]), g_te, 500, 0)
+    assert r2["value"] > 0.99 and r2["ci_low"] > 0.98 and p["alpha"] <= 10.0
     # without a signal the CV picks heavy shrinkage and the probe predicts about the train mean
     p = linear_probe(X_tr, rng.standard_normal(300), g_tr, X_te, [1e-3, 1e-1, 10.0, 1e3, 1e5], 5)
     assert p["alpha"] >= 1e3 and np.std(p["pred"]) < 0.2

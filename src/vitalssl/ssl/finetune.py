@@ -46,7 +46,6 @@ fits nowhere is an error.
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
