@@ -31,9 +31,10 @@ def evaluate_checkpoint(cfg: EvalConfig, checkpoint: Path, windows_dir: Path, sp
                         progress: bool = True, log=print) -> dict:
     """Evaluate ``checkpoint`` on each of ``splits`` (probes are fitted on ``train``).
 
-    Returns ``{"metrics": {...}, "figure": {...}}``: ``metrics[split]`` holds
-    ``reconstruction`` and ``probes``; ``figure`` the arrays for
-    :func:`vitalssl.eval.figures.plot_reconstructions` and ``probes`` per split.
+    Returns ``{"metrics": {...}, "figure": {...}}``: ``metrics[split]`` holds the
+    window and subject counts, ``reconstruction`` and ``probes``; ``figure`` holds
+    the arrays :func:`vitalssl.eval.figures.plot_reconstructions` draws, from the
+    first split.
     """
     device = pick_device(cfg.device, 0)
     ckpt = load_checkpoint(Path(checkpoint))
@@ -48,8 +49,7 @@ def evaluate_checkpoint(cfg: EvalConfig, checkpoint: Path, windows_dir: Path, sp
     settings = [(k, r) for k in cfg.mask_types for r in cfg.mask_ratios]
     scales = {(k, r): fit_beat_repeat_scale(train.read, len(train), mcfg.num_patches, mcfg.patch_length, r, k,
                                             cfg.seed, cfg.scale_fit_windows, cfg.batch_size) for k, r in settings}
-    metrics = {"checkpoint": {"epoch": int(ckpt["epoch"]) + 1, "file": Path(checkpoint).name},
-               "channels": list(channels)}
+    metrics = {"checkpoint": {"epoch": int(ckpt["epoch"]) + 1, "file": Path(checkpoint).name}}
     features = probe_features(cfg, model.encoder, mcfg, [train] + evals, device, progress)
     figure = None
     for ev in evals:
