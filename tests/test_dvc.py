@@ -101,6 +101,7 @@ def test_user_commands(repo):
     diff = sh(repo, "dvc", "metrics", "diff", "--json")
     d = json.loads(diff)
     assert "metrics/pretrain.json" in d and "best.val_loss" in d["metrics/pretrain.json"]
+    assert "val.reconstruction.random_r40.model.all" in d["metrics/evaluate.json"]
 
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
     text = json.dumps(shown)
@@ -109,16 +110,18 @@ def test_user_commands(repo):
     sh(repo, "dvc", "plots", "diff", "-o", "plots_out")
     html = (repo / "plots_out" / "index.html").read_text()
     assert "val_loss" in html and "val_msm" in html
+    assert "evaluate_reconstruction.png" in html and "evaluate_probes.png" in html
 
 
 @pytest.mark.parametrize("module,stages", [
     ("src/vitalssl/data/config.py", {"demo", "prepare-splits", "build-windows@train", "build-windows@val"}),
     ("src/vitalssl/data/quality.py", {"demo", "prepare-splits", "build-windows@train", "build-windows@val"}),
     ("src/vitalssl/windowfile.py", {"demo", "prepare-splits", "build-windows@train", "build-windows@val",
-                                    "pretrain"}),
-    ("src/vitalssl/ssl/losses.py", {"pretrain"}),
+                                    "pretrain", "evaluate"}),
+    ("src/vitalssl/ssl/losses.py", {"pretrain", "evaluate"}),
+    ("src/vitalssl/eval/baselines.py", {"evaluate"}),
     ("src/vitalssl/entry/params.py", {"demo", "prepare-splits", "build-windows@train", "build-windows@val",
-                                      "pretrain"}),
+                                      "pretrain", "evaluate"}),
 ])
 def test_an_edit_to_an_imported_module_makes_its_stages_stale(repo, module, stages):
     if not (repo / "metrics" / "pretrain.json").exists():
@@ -132,8 +135,8 @@ def test_an_edit_to_an_imported_module_makes_its_stages_stale(repo, module, stag
         path.write_text(original)
     assert {name for name, changes in status.items() if any("changed deps" in c for c in changes
                                                              if isinstance(c, dict))} >= stages, status
-    assert set(status) & {"demo", "prepare-splits", "build-windows@train", "build-windows@val", "pretrain"} == \
-        stages, status
+    assert set(status) & {"demo", "prepare-splits", "build-windows@train", "build-windows@val", "pretrain",
+                          "evaluate"} == stages, status
 
 
 def test_bad_exp_run_setting_ends_in_one_line(repo):

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-SHUFFLE, MASK, DROPOUT, VAL_MASK = 0, 1, 2, 3  # stream ids
+SHUFFLE, MASK, DROPOUT, VAL_MASK = 0, 1, 2, 3  # stream ids of pretraining
+EVAL_MASK, SCALE_FIT_MASK, BOOTSTRAP, RANDOM_ENCODER = 4, 5, 6, 7  # stream ids of the evaluation
 
 
 def derive_seed(seed: int, stream: int, epoch: int = 0, rank: int = 0) -> int:

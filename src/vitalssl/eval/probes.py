@@ -1,0 +1,82 @@
+"""Linear probes: ridge regression on frozen features, regularisation chosen by subject-grouped CV.
+
+A probe is fitted on the train split only: features are standardised with the
+train statistics, ``alpha`` is the grid value with the lowest mean squared error
+over folds that hold out whole subjects, and the refitted model predicts the
+held-out split, whose subjects it has never seen.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def group_folds(groups, k: int) -> np.ndarray:
+    """Fold id ``[n]`` per sample; every subject in one fold, folds balanced by window count.
+
+    Subjects are assigned largest first to the fold with the fewest windows so far
+    (as scikit-learn's ``GroupKFold``), ties broken by subject id, so the folds are
+    deterministic.
+    """
+    ids, codes, counts = np.unique(np.asarray(groups), return_inverse=True, return_counts=True)
+    if len(ids) < k:
+        raise ValueError(f"{k}-fold subject-grouped CV needs at least {k} subjects, got {len(ids)}")
+    fold_of = np.empty(len(ids), np.int64)
+    load = np.zeros(k, np.int64)
+    for g in np.lexsort((np.arange(len(ids)), -counts)):
+        f = int(np.argmin(load))
+        fold_of[g] = f
+        load[f] += counts[g]
+    return fold_of[codes.ravel()]
+
+
+class Standardiser:
+    """Zero mean, unit variance per feature, from the fitting data (constant features are left at zero)."""
+
+    def __init__(self, X: np.ndarray):
+        self.mean = X.mean(axis=0)
+        sd = X.std(axis=0)
+        self.sd = np.where(sd > 1e-12, sd, 1.0)
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return (X - self.mean) / self.sd
+
+
+def ridge_path(X: np.ndarray, y: np.ndarray, alphas) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge coefficients ``[A, d]`` and intercepts ``[A]`` for every alpha, from one SVD of centred ``X [n, d]``.
+
+    Minimises ``|y - X w - b|^2 + alpha |w|^2`` (the intercept is not penalised).
+    """
+    xm, ym = X.mean(axis=0), y.mean()
+    U, s, Vt = np.linalg.svd(X - xm, full_matrices=False)
+    uty = U.T @ (y - ym)
+    alphas = np.asarray(alphas, np.float64)
+    coef = (Vt.T[None] * (s / (s ** 2 + alphas[:, None]))[:, None, :]) @ uty          # [A, d]
+    return coef, ym - coef @ xm
+
+
+def select_alpha(X: np.ndarray, y: np.ndarray, groups, alphas, k: int) -> tuple[float, np.ndarray]:
+    """The alpha with the lowest subject-grouped CV mean squared error, and the CV MSE per alpha ``[A]``."""
+    folds = group_folds(groups, k)
+    sse = np.zeros(len(alphas))
+    for f in range(k):
+        tr, te = folds != f, folds == f
+        st = Standardiser(X[tr])
+        coef, b = ridge_path(st(X[tr]), y[tr], alphas)
+        pred = st(X[te]) @ coef.T + b                                                      # [n_te, A]
+        sse += ((pred - y[te, None]) ** 2).sum(axis=0)
+    mse = sse / len(y)
+    return float(np.asarray(alphas)[int(np.argmin(mse))]), mse
+
+
+def linear_probe(X_train: np.ndarray, y_train: np.ndarray, groups_train, X_eval: np.ndarray, alphas,
+                 folds: int) -> dict:
+    """Fit on train (alpha by grouped CV), predict ``X_eval``: ``{"pred", "alpha", "cv_mse"}``."""
+    X_train, X_eval = np.asarray(X_train, np.float64), np.asarray(X_eval, np.float64)
+    y_train = np.asarray(y_train, np.float64)
+    if X_train.shape[1] != X_eval.shape[1]:
+        raise ValueError(f"train features have {X_train.shape[1]} columns, eval features {X_eval.shape[1]}")
+    alpha, cv_mse = select_alpha(X_train, y_train, groups_train, alphas, folds)
+    st = Standardiser(X_train)
+    coef, b = ridge_path(st(X_train), y_train, [alpha])
+    return {"pred": st(X_eval) @ coef[0] + b[0], "alpha": alpha, "cv_mse": cv_mse}

@@ -1,0 +1,50 @@
+"""One split of the window file with what the evaluation needs beside the windows: subjects and labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..windowfile import WindowDataset
+
+LABEL_PREFIX = "label_"
+
+
+@dataclass
+class SplitData:
+    name: str
+    windows: WindowDataset
+    groups: np.ndarray      # [n] subject id per window (``case<id>`` for a case without a subject id)
+    labels: dict            # label name (without prefix) -> [n] float, NaN where the window has no value
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def read(self, idx) -> np.ndarray:
+        """Windows ``[B, C, L]`` float32 at ``idx``."""
+        return self.windows[np.asarray(idx, np.int64)].numpy()
+
+    @classmethod
+    def load(cls, windows_dir: Path, split: str, channels: tuple) -> "SplitData":
+        """``{split}_windows.npy`` and its ``.meta.csv`` from ``windows_dir``; rows must match windows one to one."""
+        npy = Path(windows_dir) / f"{split}_windows.npy"
+        meta_path = npy.with_suffix(".meta.csv")
+        for p in (npy, meta_path):
+            if not p.is_file():
+                raise FileNotFoundError(f"{p} not found (build the windows first: dvc repro build-windows)")
+        ds = WindowDataset(npy, tuple(channels), flag=f"{split} windows")
+        meta = pd.read_csv(meta_path)
+        for col in ("caseid", "subjectid"):
+            if col not in meta.columns:
+                raise ValueError(f"{meta_path}: column {col!r} is missing")
+        if len(meta) != len(ds):
+            raise ValueError(f"{meta_path} has {len(meta)} rows but {npy} holds {len(ds)} windows")
+        # a case without a subject id was split as its own group, so it is its own subject here too
+        groups = np.array([f"subject{int(s)}" if pd.notna(s) else f"case{int(c)}"
+                           for s, c in zip(meta["subjectid"], meta["caseid"])])
+        labels = {c[len(LABEL_PREFIX):]: pd.to_numeric(meta[c], errors="raise").to_numpy(np.float64)
+                  for c in meta.columns if c.startswith(LABEL_PREFIX)}
+        return cls(split, ds, groups, labels)
