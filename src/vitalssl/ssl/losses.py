@@ -106,7 +106,9 @@ class _LogSpectralL1(torch.autograd.Function):
             if fft % 2 == 0:
                 h[-1] *= 2
             # in place: diff, power and S are this call's own temporaries
-            coef = diff.sign_().masked_fill_(power < eps, 0.0).div_(power).mul_(h)
+            floored = power < eps
+            # divide by the floored power: a bin of exactly zero power (a silent frame) would give 0/0
+            coef = diff.sign_().div_(power.clamp_min_(eps)).masked_fill_(floored, 0.0).mul_(h)
             ctx.save_for_backward(S.mul_(coef))
             ctx.fft, ctx.win = fft, frames.shape[-1]
         return loss
