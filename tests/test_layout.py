@@ -135,3 +135,14 @@ def test_resume_key_hashes_what_the_pretrain_stage_depends_on():
     deps = {p for p in stage_deps()["pretrain"] if (ROOT / "src") in p.parents}
     assert deps == {PKG / part for part in PRETRAIN_CODE}
     assert {p for p in closure(ROOT / "stages" / "pretrain.py") if (ROOT / "src") in p.parents} <= set(code_files())
+
+
+def test_every_training_param_is_a_param_of_the_pretrain_stage():
+    """A param the training reads but dvc.yaml does not list would let `dvc exp run -S` skip the stage."""
+    import dataclasses
+
+    from vitalssl.ssl.config import PretrainConfig
+
+    doc = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    assert set(doc["stages"]["pretrain"]["params"]) == {f.name for f in dataclasses.fields(PretrainConfig)}
+    assert doc["stages"]["evaluate"]["params"] == ["evaluate"]
