@@ -496,7 +496,7 @@ def _(env):
     ({"model": {"num_layers": 0}}, ["model.num_layers", ">= 1"]),
     ({"model": {"expansion_factor": 0}}, ["model.expansion_factor", ">= 1"]),
     ({"model": {"decoder_hidden": -4}}, ["model.decoder_hidden", ">= 0"]),
-    ({"stft": {"fft_sizes": [512, 1024, 4096]}}, ["stft.fft_sizes", "4096", "context_length is 1250"]),
+    ({"stft_weight": 0.3, "stft": {"fft_sizes": [512, 1024, 4096]}}, ["stft.fft_sizes", "4096", "context_length is 1250"]),
     ({"epochs": 2.5}, ["`epochs`", "integer", "2.5"]),
     ({"mask_ratio": "abc"}, ["`mask_ratio`", "'abc'"]),
     ({"lr": "5e-4"}, ["`lr`", "write 5.0e-4"]),
