@@ -10,23 +10,28 @@ from scipy import signal
 
 
 def fill_gaps(x: np.ndarray) -> np.ndarray:
-    """Linearly interpolate NaN samples (edges take the nearest value) so filters see no steps.
+    """``x`` as float64 with NaN samples linearly interpolated (edges take the nearest value), so filters see
+    no steps. ``x`` itself is never changed.
 
     Windows that contain gaps are rejected by the gate; filling only keeps a
-    gap's edges from ringing into neighbouring windows. Works gap by gap, so
-    the cost follows the gaps, not the recording's length.
+    gap's edges from ringing into neighbouring windows. The cost follows the
+    gaps, not the recording's length: one pass finds them.
     """
-    bad = np.isnan(x)
-    if not bad.any():
-        return x
-    if bad.all():
+    nan = np.flatnonzero(np.isnan(x))
+    if len(nan) == 0:
+        return np.asarray(x, dtype=np.float64)
+    if len(nan) == len(x):
         raise ValueError("no finite sample to fill gaps from")
-    out = x.copy()
-    edges = np.flatnonzero(np.diff(bad.astype(np.int8), prepend=0, append=0))
-    for s, e in zip(edges[::2], edges[1::2]):  # gap = out[s:e]
-        left = out[s - 1] if s > 0 else out[e]
-        right = out[e] if e < len(out) else left
-        out[s:e] = left + (right - left) * np.arange(1, e - s + 1) / (e - s + 1)
+    out = np.array(x, dtype=np.float64)  # a new array, filled in place
+    cut = np.flatnonzero(np.diff(nan) > 1) + 1
+    s = nan[np.concatenate([[0], cut])]                  # gap k = out[s[k]:e[k]]
+    e = nan[np.concatenate([cut - 1, [len(nan) - 1]])] + 1
+    left = np.where(s > 0, out[np.maximum(s - 1, 0)], out[np.minimum(e, len(out) - 1)])
+    right = np.where(e < len(out), out[np.minimum(e, len(out) - 1)], left)
+    size = e - s
+    k = np.repeat(np.arange(len(s)), size)
+    j = nan - s[k] + 1  # 1 .. size within each gap
+    out[nan] = left[k] + (right[k] - left[k]) * j / (size[k] + 1)
     return out
 
 

@@ -43,8 +43,12 @@ def _longest_flat_run(raw: np.ndarray, starts: np.ndarray, length: int, eps: flo
     Works run by run: a recording holds few such runs, so the cost is a pass
     over the signal, not over every window's samples.
     """
-    same = np.abs(np.diff(raw)) <= eps  # same[j]: sample j + 1 repeats sample j (NaN compares False)
-    edges = np.flatnonzero(np.diff(same.astype(np.int8), prepend=np.int8(0), append=np.int8(0)))
+    d = np.diff(raw)
+    same = np.abs(d, out=d) <= eps  # same[j]: sample j + 1 repeats sample j (NaN compares False)
+    if len(same) == 0:
+        return np.zeros(len(starts), np.int64)
+    edges = np.flatnonzero(same[1:] != same[:-1]) + 1  # where a run of flat steps starts or ends
+    edges = np.concatenate([[0] if same[0] else [], edges, [len(same)] if same[-1] else []]).astype(np.int64)
     rs, re = edges[::2], edges[1::2]  # steps rs..re-1 are flat: samples rs..re
     # windows whose steps [s, s + length - 1) meet [rs, re): rs - length + 1 < s < re
     lo = np.searchsorted(starts, rs - length + 2, side="left")
@@ -83,20 +87,29 @@ def _plateau_fraction(w: np.ndarray, edge: np.ndarray, span: np.ndarray, tol: fl
     ``CLIP_BAND``; samples within one bin of it, and less than half a bin from the
     previous sample (a plateau is smooth; a noisy baseline is not), count when
     they lie in runs of ``min_run`` or more. Only the band's samples (a few
-    percent of a clean window) are looked at after the first comparison.
+    percent of a clean window) are looked at after the first comparison; the
+    rows' own values reach them by ``np.repeat`` (the band's samples come in row
+    order), not by gathers.
     """
-    n = len(w)
+    n, length = w.shape
     nb = int(np.ceil(CLIP_BAND / tol))
     unit = tol * span[:, 0]
     with np.errstate(invalid="ignore"):
-        # row-major: each row's samples in time order
-        r, c = np.nonzero(w >= edge - CLIP_BAND * span if top else w <= edge + CLIP_BAND * span)
-    v = w[r, c]
-    depth = edge[r, 0] - v if top else v - edge[r, 0]
-    k = np.minimum((depth / unit[r]).astype(np.int64), nb - 1)  # 0 = the bin at the edge
+        band = w >= edge - CLIP_BAND * span if top else w <= edge + CLIP_BAND * span
+    flat = np.flatnonzero(band)
+    if len(flat) == 0:
+        return np.zeros(n)
+    counts = np.count_nonzero(band, axis=1)
+    r = np.repeat(np.arange(n), counts)
+    c = flat - r * length
+    wf = w.reshape(-1)  # a view: a case's windows tile its signal
+    v = wf[flat]
+    edge_r, unit_r = np.repeat(edge[:, 0], counts), np.repeat(unit, counts)
+    depth = edge_r - v if top else v - edge_r
+    k = np.minimum((depth / unit_r).astype(np.int64), nb - 1)  # 0 = the bin at the edge
     mode = np.bincount(r * nb + k, minlength=n * nb).reshape(n, nb).argmax(axis=1)
-    prev = w[r, np.maximum(c - 1, 0)]
-    keep = (np.abs(k - mode[r]) <= 1) & (np.abs(v - prev) <= 0.5 * unit[r]) & (c > 0)
+    prev = wf[flat - 1]  # the row's previous sample; the first sample of a row is dropped below
+    keep = (np.abs(k - np.repeat(mode, counts)) <= 1) & (np.abs(v - prev) <= 0.5 * unit_r) & (c > 0)
     r, c = r[keep], c[keep]
     if len(r) == 0:
         return np.zeros(n)
@@ -106,7 +119,7 @@ def _plateau_fraction(w: np.ndarray, edge: np.ndarray, span: np.ndarray, tol: fl
     first = np.flatnonzero(new_run)
     lengths = np.diff(np.append(first, len(r)))
     long = lengths >= min_run
-    return np.bincount(r[first[long]], weights=lengths[long], minlength=n) / w.shape[1]
+    return np.bincount(r[first[long]], weights=lengths[long], minlength=n) / length
 
 
 def _clip_fraction(w: np.ndarray, tol: float, min_run: int) -> np.ndarray:
@@ -117,20 +130,21 @@ def _clip_fraction(w: np.ndarray, tol: float, min_run: int) -> np.ndarray:
     maximum lies above the plateau, and ripples a little along it; but it keeps
     one level, smoothly, for as long as the clip lasted. A clean peak passes
     its top in a few samples, and a baseline's noise keeps it from being smooth.
+    A window with no range (constant, or no sample at all) counts as clipped throughout.
     """
     lo, hi = w.min(axis=1, keepdims=True), w.max(axis=1, keepdims=True)
-    gaps = np.isnan(lo[:, 0])
-    if gaps.any():  # the NaN-aware versions copy the array: only for the windows that need them
-        lo[gaps], hi[gaps] = np.nanmin(w[gaps], axis=1, keepdims=True), np.nanmax(w[gaps], axis=1, keepdims=True)
+    gaps = np.flatnonzero(np.isnan(lo[:, 0]))
+    if len(gaps):  # the NaN-aware versions copy their rows: only the rows that need them
+        some = gaps[~np.isnan(w[gaps]).all(axis=1)]
+        lo[some], hi[some] = np.nanmin(w[some], axis=1, keepdims=True), np.nanmax(w[some], axis=1, keepdims=True)
     span = hi - lo
-    ok = span[:, 0] > 0
-    frac = np.ones(len(w))
-    if ok.all():  # no copy of the windows in the usual case
-        frac = _plateau_fraction(w, hi, span, tol, min_run, True) + _plateau_fraction(w, lo, span, tol, min_run, False)
-    elif ok.any():
-        wk, sk = w[ok], span[ok]
-        frac[ok] = (_plateau_fraction(wk, hi[ok], sk, tol, min_run, True)
-                    + _plateau_fraction(wk, lo[ok], sk, tol, min_run, False))
+    ok = span[:, 0] > 0  # NaN: no sample
+    if not ok.any():
+        return np.ones(len(w))
+    if not ok.all():  # a NaN edge selects no sample: those rows cost nothing and are set below
+        lo, hi = np.where(ok[:, None], lo, np.nan), np.where(ok[:, None], hi, np.nan)
+    frac = _plateau_fraction(w, hi, span, tol, min_run, True) + _plateau_fraction(w, lo, span, tol, min_run, False)
+    frac[~ok] = 1.0
     return frac
 
 
@@ -139,6 +153,7 @@ def detect_beats(x: np.ndarray, fs: float, hr_max: float, robust_range: float) -
 
     A peak must be at least ``60 / hr_max`` s from the previous one and stand out
     by ``REL_PROMINENCE`` of the window's robust range (1st-99th percentile).
+    :func:`detect_beats_batch` finds the same peaks in every window of a case at once.
     """
     if not robust_range > 0:
         return np.zeros(0, dtype=np.int64)
@@ -147,16 +162,90 @@ def detect_beats(x: np.ndarray, fs: float, hr_max: float, robust_range: float) -
     return peaks
 
 
-def _quantiles(x: np.ndarray, qs: tuple) -> list:
-    """``np.percentile(x, 100 * q)`` (linear interpolation) for a short array, without its per-call overhead."""
-    x = np.sort(x)
+def detect_beats_batch(w: np.ndarray, fs: float, hr_max: float, robust_range: np.ndarray,
+                       flip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`detect_beats` on every row of ``w`` [n, L] (negated where ``flip``), in two scipy calls.
+
+    Returns ``(win, idx)``: the window and the sample (from the window's start) of
+    each peak, ordered by window, then sample. The rows are laid end to end with
+    a run of ``+inf`` between them. ``find_peaks`` then sees each row as it would
+    alone: no row sample is a peak at a row's edge (its neighbour beyond is
+    higher), the runs are peaks of their own far enough from every row sample
+    not to suppress one (they are dropped), no two rows' peaks are within the
+    minimum distance of each other, and the search for a peak's prominence bases
+    stops at the row's edges. Prominences are taken only for the rows' peaks, and
+    compared with each row's own threshold, so the result equals row-by-row calls.
+    """
+    n, length = w.shape
+    distance = max(1, int(fs * 60.0 / hr_max))
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    stride = length + 2 * distance + 4  # an inf run's middle lies over ``distance`` samples from any row sample
+    rows = np.full((n, stride), np.inf)
+    if flip is None:
+        rows[:, :length] = w
+    else:
+        np.multiply(w, np.where(flip, -1.0, 1.0)[:, None], out=rows[:, :length])
+    flat = rows.ravel()
+    peaks, _ = signal.find_peaks(flat, distance=distance)
+    win, idx = np.divmod(peaks, stride)
+    with np.errstate(invalid="ignore"):
+        real = (idx < length) & (robust_range[win] > 0)
+    peaks, win, idx = peaks[real], win[real], idx[real]
+    prominence = signal.peak_prominences(flat, peaks)[0]
+    keep = prominence >= REL_PROMINENCE * robust_range[win]
+    return win[keep], idx[keep]
+
+
+def _offsets(win: np.ndarray, n: int) -> np.ndarray:
+    """``[n + 1]`` start of each window's entries in a sorted ragged array with window ids ``win``."""
+    return np.concatenate([[0], np.cumsum(np.bincount(win, minlength=n))])
+
+
+def _segment_quantiles(values: np.ndarray, win: np.ndarray, n: int, qs: tuple) -> list:
+    """Per window, the ``np.percentile(..., 100 * q)`` (linear interpolation) of its ``values``; NaN if none.
+
+    ``win`` must be sorted (entries grouped by window)."""
+    order = np.lexsort((values, win))
+    x = values[order]
+    off = _offsets(win, n)
+    m = np.diff(off)
+    has = m > 0
     out = []
     for q in qs:
-        pos = q * (len(x) - 1)
-        lo = int(pos)
-        hi = min(lo + 1, len(x) - 1)
-        out.append(float(x[lo] + (pos - lo) * (x[hi] - x[lo])))
+        pos = q * (m[has] - 1)
+        lo = pos.astype(np.int64)
+        hi = np.minimum(lo + 1, m[has] - 1)
+        base = off[:-1][has]
+        v = np.full(n, np.nan)
+        v[has] = x[base + lo] + (pos - lo) * (x[base + hi] - x[base + lo])
+        out.append(v)
     return out
+
+
+def beat_measures_batch(win: np.ndarray, idx: np.ndarray, n: int, length: int,
+                        fs: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(beats, hr, ibi_cv, gap_ratio)`` per window of ragged peaks ``(win, idx)`` (see :func:`beat_measures`)."""
+    beats = np.bincount(win, minlength=n)
+    same = win[1:] == win[:-1]
+    ibi = np.diff(idx)[same].astype(float)
+    iw = win[1:][same]
+    (med,) = _segment_quantiles(ibi, iw, n, (0.5,))
+    count = np.bincount(iw, minlength=n)
+    ok = count > 0  # two beats or more
+    mean = np.full(n, np.nan)
+    mean[ok] = np.bincount(iw, weights=ibi, minlength=n)[ok] / count[ok]
+    dev2 = np.bincount(iw, weights=(ibi - mean[iw]) ** 2, minlength=n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        cv = np.sqrt(dev2 / count) / mean
+        longest = np.full(n, -np.inf)
+        np.maximum.at(longest, iw, ibi)
+        off = _offsets(win, n)
+        first = np.where(ok, idx[np.minimum(off[:-1], len(idx) - 1)] if len(idx) else 0, 0)
+        last = np.where(ok, idx[np.maximum(off[1:] - 1, 0)] if len(idx) else 0, 0)
+        gaps = np.maximum(longest, np.maximum(first, length - 1 - last).astype(float))
+        hr = np.where(ok, 60.0 * fs / med, np.nan)
+        return beats, hr, np.where(ok, cv, np.nan), np.where(ok, gaps / med, np.nan)
 
 
 def beat_measures(peaks: np.ndarray, length: int, fs: float) -> tuple[float, float, float]:
@@ -167,14 +256,48 @@ def beat_measures(peaks: np.ndarray, length: int, fs: float) -> tuple[float, flo
     window give about 1; a missed beat 2; a 4 s pause at 70 bpm about 5.
     NaN for fewer than two beats.
     """
-    if len(peaks) < 2:
-        return np.nan, np.nan, np.nan
-    ibi = np.diff(peaks).astype(float)
-    (med,) = _quantiles(ibi, (0.5,))
-    mean = ibi.sum() / len(ibi)
-    cv = float(np.sqrt(((ibi - mean) ** 2).sum() / len(ibi)) / mean)
-    gaps = max(float(ibi.max()), float(peaks[0]), float(length - 1 - peaks[-1]))
-    return 60.0 * fs / med, cv, gaps / med
+    peaks = np.asarray(peaks, np.int64)
+    _, hr, cv, gap = beat_measures_batch(np.zeros(len(peaks), np.int64), peaks, 1, length, fs)
+    return float(hr[0]), float(cv[0]), float(gap[0])
+
+
+def correspondence_batch(rwin: np.ndarray, r: np.ndarray, pwin: np.ndarray, p: np.ndarray, n: int, fs: float,
+                         length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`correspondence` of every window at once, from ragged R peaks ``(rwin, r)`` and pulses ``(pwin, p)``."""
+    match, pat_med, pat_iqr = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
+    if len(r) < 2 or len(p) == 0:
+        return match, pat_med, pat_iqr
+    span = length + 1  # window w's samples live at w * span + [0, length]: no two windows meet
+    rg, pg = rwin * span + r, pwin * span + p
+    roff = _offsets(rwin, n)
+    j = np.searchsorted(rg, pg, side="right") - 1  # R peak each pulse follows
+    inside = (j >= roff[pwin]) & (j < roff[pwin + 1] - 1)
+    if not inside.any():
+        return match, pat_med, pat_iqr
+    same = rwin[1:] == rwin[:-1]  # interval k runs from R peak k to k + 1
+    rr = np.diff(r).astype(float)
+    ji, wi = j[inside], pwin[inside]
+    phase = (p[inside] - r[ji]) / rr[ji]
+    angle = 2 * np.pi * phase
+    cos = np.bincount(wi, weights=np.cos(angle), minlength=n)
+    sin = np.bincount(wi, weights=np.sin(angle), minlength=n)
+    has = np.bincount(wi, minlength=n) > 0
+    mean_phase = (np.arctan2(sin, cos) / (2 * np.pi)) % 1.0
+    k = np.flatnonzero(same & has[rwin[:-1]])  # the intervals of windows with a pulse inside one
+    kw = rwin[k]
+    shift = (mean_phase[kw] - 0.5) * rr[k]
+    lo, hi = r[k] + shift, r[k + 1] + shift
+    scored = (lo >= 0) & (hi <= length)
+    k, kw, lo, hi = k[scored], kw[scored], lo[scored], hi[scored]
+    # integer pulses: p >= lo  <=>  p >= ceil(lo), and p < hi  <=>  p < ceil(hi); exact in window coordinates
+    first = np.searchsorted(pg, kw * span + np.ceil(lo).astype(np.int64), side="left")
+    count = np.searchsorted(pg, kw * span + np.ceil(hi).astype(np.int64), side="left") - first
+    one = count == 1
+    n_scored = np.bincount(kw, minlength=n)
+    match = np.where(n_scored > 0, np.bincount(kw, weights=one, minlength=n) / np.maximum(n_scored, 1), np.nan)
+    pat = (p[first[one]] - r[k[one]]) / fs
+    q25, q50, q75 = _segment_quantiles(pat, kw[one], n, (0.25, 0.5, 0.75))
+    return match, q50, q75 - q25
 
 
 def correspondence(r: np.ndarray, p: np.ndarray, fs: float, length: int) -> tuple[float, float, float]:
@@ -191,31 +314,11 @@ def correspondence(r: np.ndarray, p: np.ndarray, fs: float, length: int) -> tupl
     ``pat_s``, ``pat_iqr_s``: median and interquartile range of those pulses'
     delays after their R peak, s (a delay longer than an R-R interval is seen
     modulo the interval). NaN without two R peaks, with no pulse between them,
-    or with no scored interval.
+    or with no scored interval; ``(0, NaN, NaN)`` when no scored interval holds one pulse.
     """
-    if len(r) < 2 or len(p) == 0:
-        return np.nan, np.nan, np.nan
-    j = np.searchsorted(r, p, side="right") - 1  # R peak each pulse follows
-    inside = (j >= 0) & (j < len(r) - 1)
-    if not inside.any():
-        return np.nan, np.nan, np.nan
-    rr = np.diff(r).astype(float)
-    phase = (p[inside] - r[j[inside]]) / rr[j[inside]]
-    mean_phase = (np.angle(np.mean(np.exp(2j * np.pi * phase))) / (2 * np.pi)) % 1.0
-    shift = (mean_phase - 0.5) * rr  # per interval, s * fs
-    lo, hi = r[:-1] + shift, r[1:] + shift
-    scored = (lo >= 0) & (hi <= length)
-    if not scored.any():
-        return np.nan, np.nan, np.nan
-    lo, hi, r0 = lo[scored], hi[scored], r[:-1][scored]
-    first = np.searchsorted(p, lo, side="left")
-    count = np.searchsorted(p, hi, side="left") - first
-    one = count == 1
-    if not one.any():
-        return 0.0, np.nan, np.nan
-    pat = (p[first[one]] - r0[one]) / fs
-    q25, q50, q75 = _quantiles(pat, (0.25, 0.5, 0.75))
-    return float(one.mean()), q50, q75 - q25
+    r, p = np.asarray(r, np.int64), np.asarray(p, np.int64)
+    out = correspondence_batch(np.zeros(len(r), np.int64), r, np.zeros(len(p), np.int64), p, 1, fs, length)
+    return tuple(float(v[0]) for v in out)
 
 
 def raw_measures(raw: np.ndarray, starts: np.ndarray, length: int, native_fs: float, cfg: GateConfig) -> dict:
@@ -231,25 +334,33 @@ def raw_measures(raw: np.ndarray, starts: np.ndarray, length: int, native_fs: fl
         nan = np.isnan(rw)
         missing = nan.mean(axis=1)
         flat = _longest_flat_run(raw, starts, length, cfg.flat_eps) / native_fs
-        clip = np.ones(n)
-        ok = missing < 1.0
         min_run = max(2, int(round(cfg.clip_min_run_s * native_fs)))
-        if ok.all():
-            clip = _clip_fraction(rw, cfg.clip_tol, min_run)
-        elif ok.any():
-            clip[ok] = _clip_fraction(rw[ok], cfg.clip_tol, min_run)
+        clip = _clip_fraction(rw, cfg.clip_tol, min_run)
     return {"missing": missing, "flat_s": flat, "clip": clip}
 
 
 def detect_pair(ppg: np.ndarray, ecg: np.ndarray, fs: float, hr_max: float, ppg_amp: float, ecg_amp: float,
                 inverted: bool) -> tuple[np.ndarray, np.ndarray]:
-    """PPG pulse peaks and R peaks of one band-passed window (an inverted ECG is searched for its troughs)."""
+    """PPG pulse peaks and R peaks of one band-passed window (an inverted ECG is searched for its troughs).
+
+    The gate runs the same detector on all windows at once (:func:`detect_beats_batch`);
+    this one-window form is the signature another detector is compared through
+    (``case_measures(..., detect=...)``, ``benchmarks/bench_detectors.py``).
+    """
     return (detect_beats(ppg, fs, hr_max, ppg_amp),
             detect_beats(-ecg if inverted else ecg, fs, hr_max, ecg_amp))
 
 
+def _ragged(per_window: list) -> tuple[np.ndarray, np.ndarray]:
+    """``(win, idx)`` of a list of per-window index arrays."""
+    counts = [len(a) for a in per_window]
+    win = np.repeat(np.arange(len(per_window)), counts)
+    idx = np.concatenate(per_window).astype(np.int64) if per_window else np.zeros(0, np.int64)
+    return win, idx
+
+
 def case_measures(raw: tuple, filt: tuple, starts: np.ndarray, length: int, decimation: int, native_fs: float,
-                  fs: float, cfg: GateConfig, detect=detect_pair) -> tuple[dict, dict, dict, list]:
+                  fs: float, cfg: GateConfig, detect=None) -> tuple[dict, dict, dict, Beats]:
     """Gate measures of every window of a case: ``(ppg, ecg, pair, beats)``.
 
     ``raw = (ppg, ecg)`` at ``native_fs`` (NaN = missing), ``filt = (ppg, ecg)`` band-passed
@@ -257,8 +368,9 @@ def case_measures(raw: tuple, filt: tuple, starts: np.ndarray, length: int, deci
     and ``raw[c][starts[i] * decimation:(starts[i] + length) * decimation]``.
     ``ppg`` and ``ecg`` map :data:`CHANNEL_MEASURES` to ``[n]`` arrays, ``pair``
     maps :data:`PAIR_MEASURES`; ``beats[i] = (ppg_peaks, ecg_peaks)`` of window ``i``.
-    ``detect``: the beat detector, with :func:`detect_pair`'s signature (another
-    one can be measured against it, see ``benchmarks/bench_detectors.py``).
+    ``detect``: None for the gate's own detector, run on all windows at once;
+    or a one-window detector with :func:`detect_pair`'s signature (another one can
+    be measured against the gate's, see ``benchmarks/bench_detectors.py``).
     The ECG's polarity is chosen per window: a lead whose deepest deflections
     point down (an inverted lead, or one where S outweighs R) is searched for
     negative peaks, so its rate comes out right.
@@ -272,22 +384,32 @@ def case_measures(raw: tuple, filt: tuple, starts: np.ndarray, length: int, deci
         m["amp"] = hi - lo
         chans.append((m, fw, med - lo > hi - med))
     (ppg, ppg_w, _), (ecg, ecg_w, inverted) = chans
-    for m in (ppg, ecg):
-        m.update(hr=np.full(n, np.nan), beats=np.zeros(n, np.int64), ibi_cv=np.full(n, np.nan),
-                 gap_ratio=np.full(n, np.nan))
-    pair = {"ecg_inverted": inverted, "hr_diff": np.full(n, np.nan), "beat_match": np.full(n, np.nan),
-            "pat_s": np.full(n, np.nan), "pat_iqr_s": np.full(n, np.nan)}
-    beats = []
     hr_max = cfg.hr_range[1]
-    for i in range(n):
-        p, r = detect(ppg_w[i], ecg_w[i], fs, hr_max, ppg["amp"][i], ecg["amp"][i], inverted[i])
-        for m, pk in ((ppg, p), (ecg, r)):
-            m["beats"][i] = len(pk)
-            m["hr"][i], m["ibi_cv"][i], m["gap_ratio"][i] = beat_measures(pk, length, fs)
-        pair["beat_match"][i], pair["pat_s"][i], pair["pat_iqr_s"][i] = correspondence(r, p, fs, length)
-        beats.append((p, r))
-    pair["hr_diff"] = np.abs(ppg["hr"] - ecg["hr"])  # NaN if either has no HR
-    return ppg, ecg, pair, beats
+    if detect is None:
+        pk = detect_beats_batch(ppg_w, fs, hr_max, ppg["amp"])
+        rk = detect_beats_batch(ecg_w, fs, hr_max, ecg["amp"], flip=inverted)
+    else:
+        found = [detect(ppg_w[i], ecg_w[i], fs, hr_max, ppg["amp"][i], ecg["amp"][i], inverted[i]) for i in range(n)]
+        pk, rk = _ragged([f[0] for f in found]), _ragged([f[1] for f in found])
+    for m, (win, idx) in ((ppg, pk), (ecg, rk)):
+        m["beats"], m["hr"], m["ibi_cv"], m["gap_ratio"] = beat_measures_batch(win, idx, n, length, fs)
+    pair = {"ecg_inverted": inverted, "hr_diff": np.abs(ppg["hr"] - ecg["hr"])}  # NaN if either has no HR
+    pair["beat_match"], pair["pat_s"], pair["pat_iqr_s"] = correspondence_batch(*rk, *pk, n, fs, length)
+    return ppg, ecg, pair, Beats(*pk, *rk, n)
+
+
+class Beats:
+    """The detected beats of a case's windows, ragged: ``beats[i] = (ppg_peaks, ecg_peaks)`` of window ``i``."""
+
+    def __init__(self, pwin: np.ndarray, p: np.ndarray, rwin: np.ndarray, r: np.ndarray, n: int):
+        self.p, self.r = p, r
+        self.poff, self.roff = _offsets(pwin, n), _offsets(rwin, n)
+
+    def __len__(self) -> int:
+        return len(self.poff) - 1
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.p[self.poff[i]:self.poff[i + 1]], self.r[self.roff[i]:self.roff[i + 1]]
 
 
 def judge(ppg: dict, ecg: dict, pair: dict, cfg: GateConfig) -> dict:
