@@ -68,13 +68,15 @@ def window_starts(n_samples: int, window_len: int, stride_len: int) -> np.ndarra
     return np.arange(0, n_samples - window_len + 1, stride_len, dtype=np.int64)
 
 
-def zscore(w: np.ndarray) -> np.ndarray:
-    """Per-window, per-channel z-score of ``[..., C, L]``; callers guarantee non-constant channels."""
+def zscore(w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Per-window, per-channel z-score of ``[..., C, L]`` (into ``out``, which may be ``w``); callers guarantee
+    non-constant channels."""
     mu = w.mean(axis=-1, keepdims=True)
     sd = w.std(axis=-1, keepdims=True)
     if (sd <= 0).any():
         raise ValueError("constant channel reached normalisation; the gate must reject it first")
-    return (w - mu) / sd
+    out = np.subtract(w, mu, out=out)
+    return np.divide(out, sd, out=out)
 
 
 def _column(values) -> list:
@@ -131,8 +133,10 @@ def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseW
                                           dec, cfg.native_srate, fs, cfg.gate)
     fails = judge(ppg, ecg, pair, cfg.gate)
     kept = kept_mask(fails, len(starts))
-    idx = starts[kept][:, None] + np.arange(L)
-    windows = zscore(np.stack([filt[0][idx], filt[1][idx]], axis=1)).astype(np.float32)
+    w = np.empty((int(kept.sum()), 2, L))
+    for c in range(2):
+        w[:, c] = np.lib.stride_tricks.sliding_window_view(filt[c][:n], L)[starts[kept]]
+    windows = zscore(w, out=w).astype(np.float32)
     measures = [m[k] for m in (ppg, ecg) for k in CHANNEL_MEASURES] + [pair[k] for k in PAIR_MEASURES]
     starts_s = starts / fs
     labels = _window_labels(sig.labels, starts[kept], L, fs)
