@@ -279,3 +279,69 @@ def test_longest_flat_run_matches_a_sample_by_sample_count():
         length = int(rng.integers(2, min(40, n)))
         starts = np.arange(0, n - length + 1, int(rng.integers(1, length + 3)))
         assert _longest_flat_run(raw, starts, length, 0.0).tolist() == by_loop(raw, starts, length)
+
+
+def _demo_windows(tmp_path, demo_cfg, wcfg):
+    """Band-passed 125 Hz windows of short demo cases with every fault kind, and their robust ranges."""
+    cfg = replace(demo_cfg, n_cases=6, n_subjects=6, duration_s=(240, 240), fault_rate_per_min=2.0)
+    generate_demo(cfg, tmp_path, progress=False)
+    fs, dec, L = wcfg.target_srate, wcfg.decimation, wcfg.window_len
+    from vitalssl.data.reader import read_case
+    from vitalssl.data.quality import _windows
+    out = []
+    for caseid in demo_caseids(cfg):
+        sig = read_case(tmp_path / f"{caseid}.vital", caseid, wcfg.ppg_track, wcfg.ecg_track, {}, wcfg.native_srate)
+        for x, band in zip((sig.ppg, sig.ecg), (wcfg.filter.ppg_band, wcfg.filter.ecg_band)):
+            f = bandpass(resample(fill_gaps(x), dec), bandpass_sos(wcfg.filter.type, wcfg.filter.order, band, fs))
+            w = np.ascontiguousarray(_windows(f, np.arange(0, len(f) - L + 1, wcfg.stride_len), L))
+            lo, hi = np.percentile(w, [1, 99], axis=1)
+            out.append((w, hi - lo))
+    return out
+
+
+def test_batch_beat_detection_equals_one_find_peaks_call_per_window(tmp_path, demo_cfg, wcfg):
+    """Every window of demo cases with all fault kinds, either polarity, a flat window and a zero threshold:
+    the batch finds exactly the peaks a find_peaks call per window finds."""
+    from vitalssl.data.quality import detect_beats, detect_beats_batch
+    fs, hr_max = wcfg.target_srate, wcfg.gate.hr_range[1]
+    rng = np.random.default_rng(3)
+    n_peaks = 0
+    for w, rr in _demo_windows(tmp_path, demo_cfg, wcfg):
+        w = w.copy()
+        w[0] = 0.0                     # no range: no beats
+        rr = rr.copy()
+        rr[1] = np.nan                 # a window whose range could not be taken
+        flip = rng.random(len(w)) < 0.5
+        win, idx = detect_beats_batch(w, fs, hr_max, rr, flip=flip)
+        assert np.all(np.diff(win) >= 0)
+        for i in range(len(w)):
+            ref = detect_beats(-w[i] if flip[i] else w[i], fs, hr_max, rr[i])
+            np.testing.assert_array_equal(idx[win == i], ref)
+            n_peaks += len(ref)
+    assert n_peaks > 2500
+
+
+def test_batch_beat_and_pair_measures_equal_the_one_window_forms(tmp_path, demo_cfg, wcfg):
+    """The ragged measures of a case equal the one-window functions applied window by window."""
+    from vitalssl.data.quality import (beat_measures, beat_measures_batch, correspondence, correspondence_batch,
+                                       detect_beats_batch)
+    fs, hr_max, L = wcfg.target_srate, wcfg.gate.hr_range[1], wcfg.window_len
+    chans = _demo_windows(tmp_path, demo_cfg, wcfg)
+    for (pw, prr), (ew, err) in zip(chans[::2], chans[1::2]):
+        n = len(pw)
+        pk, rk = detect_beats_batch(pw, fs, hr_max, prr), detect_beats_batch(ew, fs, hr_max, err)
+        _, hr, cv, gap = beat_measures_batch(*pk, n, L, fs)
+        match, pat, iqr = correspondence_batch(*rk, *pk, n, fs, L)
+        for i in range(n):
+            p, r = pk[1][pk[0] == i], rk[1][rk[0] == i]
+            np.testing.assert_allclose([hr[i], cv[i], gap[i]], beat_measures(p, L, fs), rtol=1e-12)
+            np.testing.assert_allclose([match[i], pat[i], iqr[i]], correspondence(r, p, fs, L), rtol=1e-12)
+
+
+def test_fill_gaps_interpolates_each_gap_from_its_edges():
+    x = np.array([np.nan, np.nan, 2.0, np.nan, 4.0, np.nan, np.nan, np.nan, 0.0, np.nan], np.float32)
+    out = fill_gaps(x)
+    assert out.dtype == np.float64 and np.isnan(x).sum() == 7  # the input is left as it was
+    np.testing.assert_allclose(out, [2, 2, 2, 3, 4, 3, 2, 1, 0, 0])
+    with pytest.raises(ValueError, match="no finite sample"):
+        fill_gaps(np.full(4, np.nan))
