@@ -9,9 +9,12 @@ import vitaldb
 
 from conftest import clean_case, write_case
 from vital_format import CMD, RAW, VitalBuilder
+from vitalssl.data.reader import CaseError, read_case
 from vitalssl.data.vitalfile import VitalFileError, read_vital
 
 T0 = 1_600_000_000.0
+TRACKS = dict(ppg_track="SNUADC/PLETH", ecg_track="SNUADC/ECG_II",
+              label_tracks={"hr": "Solar8000/HR", "spo2": "Solar8000/PLETH_SPO2"}, native_srate=500.0)
 
 
 # --------------------------------------------------------------------------- comparing with vitaldb
@@ -148,6 +151,19 @@ def test_recorder_file_reads_as_vitaldb(tmp_path):
                              "Solar8000/ART_MBP", "BIS/BIS", "Primus/CO2", "EVENT"]
     assert len(vf.trks["SNUADC/PLETH"].dt) == 55 and vf.trks["SNUADC/ECG_II"].val.dtype == np.int16
 
+
+def test_read_case_reads_a_recorder_file_as_vitaldb(tmp_path):
+    path = recorder_file(tmp_path / "1.vital")
+    sig = read_case(path, 1, **TRACKS)
+    ref = vitaldb.VitalFile(str(path), track_names=["SNUADC/PLETH", "SNUADC/ECG_II", "Solar8000/HR",
+                                                     "Solar8000/PLETH_SPO2"])
+    ppg, ecg = (ref.get_track_samples(n, 1 / 500) for n in ("SNUADC/PLETH", "SNUADC/ECG_II"))
+    assert sig.ppg.dtype == sig.ecg.dtype == np.float32
+    assert sig.ppg.tobytes() == ppg.tobytes() and sig.ecg.tobytes() == ecg.tobytes()
+    np.testing.assert_array_equal(sig.labels["hr"], ref.get_track_samples("Solar8000/HR", 1.0).astype(np.float64))
+
+
+# --------------------------------------------------------------------------- vitaldb's quirks, one file each
 
 def _base(packed=False, dtstart=T0):
     b = VitalBuilder(dtstart, T0 + 10, packed=packed)
@@ -385,3 +401,19 @@ def test_gzip_members_and_zero_padding_read_as_vitaldb(tmp_path):
     body, path = _small_body(), tmp_path / "1.vital"
     path.write_bytes(gzip.compress(body[:300]) + gzip.compress(body[300:]) + b"\0" * 8)
     assert_same_as_vitaldb(path, ["SNUADC/PLETH", "Solar8000/HR"])
+
+
+def test_empty_file_is_unreadable_not_truncated(tmp_path):
+    (tmp_path / "4.vital").write_bytes(b"")
+    with pytest.raises(CaseError) as e:
+        read_case(tmp_path / "4.vital", 4, **TRACKS)
+    assert e.value.reason == "unreadable" and "4.vital is empty" in str(e.value)
+
+
+def test_a_record_time_that_is_not_finite_makes_the_case_unreadable(tmp_path):
+    b = VitalBuilder(T0, T0 + 10).device(1, "SNUADC").track(1, "PLETH", srate=500, did=1)
+    b.track(2, "ECG_II", srate=500, did=1).wave(1, T0, np.ones(500, np.float32)).wave(2, T0, np.ones(500, np.float32))
+    b.wave(1, float("nan"), np.ones(5, np.float32))
+    with pytest.raises(CaseError) as e:
+        read_case(b.write(tmp_path / "2.vital"), 2, **TRACKS)
+    assert e.value.reason == "unreadable" and "'SNUADC/PLETH'" in str(e.value)
