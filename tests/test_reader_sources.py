@@ -142,25 +142,3 @@ def test_unknown_case_set_is_refused():
     with pytest.raises(ValueError, match="splits.case_set"):
         case_set_ids("nosuchset")
     assert case_set_ids("all") is None and len(case_set_ids("bis")) == 5523
-
-
-def test_vital_framing_is_walked_across_any_chunking(tmp_path):
-    from vitalssl.data.reader import _Framing
-    ppg, ecg = clean_case(20)
-    write_case(tmp_path / "1.vital", 1, ppg, ecg, 20)
-    body = gzip.decompress((tmp_path / "1.vital").read_bytes())
-    whole = _Framing()
-    whole.feed(body)
-    assert whole.whole and whole.packets > 10
-    rng = np.random.default_rng(0)
-    for _ in range(5):  # packet heads and payloads split at random places, down to single bytes
-        f, i = _Framing(), 0
-        while i < len(body):
-            n = int(rng.choice([1, 2, 3, 7, 4096]))
-            f.feed(body[i:i + n])
-            i += n
-        assert f.whole and f.packets == whole.packets
-    for cut in (5, 11, len(body) // 2, len(body) - 1):
-        f = _Framing()
-        f.feed(body[:cut])
-        assert not f.whole
