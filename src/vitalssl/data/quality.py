@@ -43,7 +43,7 @@ def _longest_flat_run(raw: np.ndarray, starts: np.ndarray, length: int, eps: flo
     Works run by run: a recording holds few such runs, so the cost is a pass
     over the signal, not over every window's samples.
     """
-    d = np.diff(raw)
+    d = np.subtract(raw[1:], raw[:-1], dtype=np.float64)  # float32 samples differ exactly in float64
     same = np.abs(d, out=d) <= eps  # same[j]: sample j + 1 repeats sample j (NaN compares False)
     if len(same) == 0:
         return np.zeros(len(starts), np.int64)
@@ -103,12 +103,12 @@ def _plateau_fraction(w: np.ndarray, edge: np.ndarray, span: np.ndarray, tol: fl
     r = np.repeat(np.arange(n), counts)
     c = flat - r * length
     wf = w.reshape(-1)  # a view: a case's windows tile its signal
-    v = wf[flat]
+    v = wf[flat].astype(np.float64, copy=False)
     edge_r, unit_r = np.repeat(edge[:, 0], counts), np.repeat(unit, counts)
     depth = edge_r - v if top else v - edge_r
     k = np.minimum((depth / unit_r).astype(np.int64), nb - 1)  # 0 = the bin at the edge
     mode = np.bincount(r * nb + k, minlength=n * nb).reshape(n, nb).argmax(axis=1)
-    prev = wf[flat - 1]  # the row's previous sample; the first sample of a row is dropped below
+    prev = wf[flat - 1].astype(np.float64, copy=False)  # the row's previous sample; the first sample of a row is dropped below
     keep = (np.abs(k - np.repeat(mode, counts)) <= 1) & (np.abs(v - prev) <= 0.5 * unit_r) & (c > 0)
     r, c = r[keep], c[keep]
     if len(r) == 0:
@@ -132,7 +132,9 @@ def _clip_fraction(w: np.ndarray, tol: float, min_run: int) -> np.ndarray:
     its top in a few samples, and a baseline's noise keeps it from being smooth.
     A window with no range (constant, or no sample at all) counts as clipped throughout.
     """
-    lo, hi = w.min(axis=1, keepdims=True), w.max(axis=1, keepdims=True)
+    # the range in float64 whatever the samples' type: the thresholds below are float64 arithmetic
+    lo = w.min(axis=1, keepdims=True).astype(np.float64)
+    hi = w.max(axis=1, keepdims=True).astype(np.float64)
     gaps = np.flatnonzero(np.isnan(lo[:, 0]))
     if len(gaps):  # the NaN-aware versions copy their rows: only the rows that need them
         some = gaps[~np.isnan(w[gaps]).all(axis=1)]
@@ -324,7 +326,8 @@ def correspondence(r: np.ndarray, p: np.ndarray, fs: float, length: int) -> tupl
 def raw_measures(raw: np.ndarray, starts: np.ndarray, length: int, native_fs: float, cfg: GateConfig) -> dict:
     """Missing, flat and clipping measures of one channel for windows at ``starts`` (native samples).
 
-    ``raw``: native-rate samples, NaN where none was recorded.
+    ``raw``: native-rate samples, NaN where none was recorded; float32 (as stored) or float64
+    give the same measures, all arithmetic on them being float64.
     """
     n = len(starts)
     if n == 0:

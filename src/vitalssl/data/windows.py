@@ -121,8 +121,8 @@ def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseW
     except CaseError as e:
         return CaseWindows.failed(caseid, e, cfg.window_len)
     fs, dec, L = cfg.target_srate, cfg.decimation, cfg.window_len
-    # the filters and the gate run in float64, as before: the stored float32 converts exactly, the windows don't change
-    raw = (sig.ppg.astype(np.float64), sig.ecg.astype(np.float64))
+    # float32 as stored: the gate's raw measures compute in float64, and fill_gaps hands the filters a float64 copy
+    raw = (sig.ppg, sig.ecg)
     filt = []
     for x, band in zip(raw, (cfg.filter.ppg_band, cfg.filter.ecg_band)):
         # resampling first: both steps are linear filters, and the band-pass then runs on 1/decimation the samples
