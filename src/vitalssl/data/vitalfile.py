@@ -247,7 +247,7 @@ def _parse(body: bytes, names: list[str] | None) -> tuple[VitalFile, int]:
         if plen > UNPACKED_MAX_PACKET and not packed:
             break
         start, pos = pos + 5, pos + 5 + plen
-        end = min(pos, n)    # a read past the end returns what is there
+        end = pos if pos <= n else n  # a read past the end returns what is there
         if end == start:
             break
         if ptype == REC:
