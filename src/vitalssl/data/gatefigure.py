@@ -102,6 +102,8 @@ def plot_gate(book: ExampleBook, path: Path, fs: float, split: str) -> None:
         for col in range(ncol):
             ax = axes[row, col]
             ax.set_yticks([])
+            if row < len(CRITERIA) - 1:  # every panel spans the same 10 s: the bottom row's axis says it once
+                ax.set_xticks([])
             ax.tick_params(labelsize=7)
             e = cells[col] if col < len(cells) else None
             if col == 0:
@@ -118,7 +120,8 @@ def plot_gate(book: ExampleBook, path: Path, fs: float, split: str) -> None:
             ax.plot(e.ecg_beats / fs, e.ecg[e.ecg_beats] - 3.0, "^", ms=3, color="tab:red")
             more = f" +{len(e.failed) - 2} more" if len(e.failed) > 2 else ""
             verdict = "kept" if e.kept else "rejected: " + ", ".join(e.failed[:2]) + more
-            margin = ">100x" if e.margin > 100 else f"{e.margin:.2f}x"  # a zero threshold makes any excess huge
+            # a zero threshold makes any excess huge; NaN: the measure could not be taken (too few beats)
+            margin = "not measurable" if e.margin != e.margin else ">100x" if e.margin > 100 else f"{e.margin:.2f}x"
             ax.set_title(f"case {e.caseid} @ {e.start_s:.0f} s, {c} {margin}\n{verdict}", fontsize=6.5,
                          color="tab:green" if e.kept else "tab:red")
     for ax in axes[-1]:
