@@ -345,3 +345,29 @@ def test_fill_gaps_interpolates_each_gap_from_its_edges():
     np.testing.assert_allclose(out, [2, 2, 2, 3, 4, 3, 2, 1, 0, 0])
     with pytest.raises(ValueError, match="no finite sample"):
         fill_gaps(np.full(4, np.nan))
+
+
+def test_float32_samples_give_the_float64_raw_measures(wcfg):
+    """The stored float32 samples take fast float32 paths (flat steps, clipping thresholds); the measures equal
+    those of the same values in float64, steps within a rounding of flat_eps and tiny magnitudes included."""
+    from vitalssl.data.quality import _flat_steps, raw_measures
+    rng = np.random.default_rng(7)
+    eps = wcfg.gate.flat_eps
+    base = rng.uniform(-2e-6, 2e-6, 4000).astype(np.float32)
+    near = (base + np.float32(eps) * rng.choice([0.999999, 1.0, 1.000001], 4000).astype(np.float32)).astype(np.float32)
+    x = np.empty(8000, np.float32)
+    x[0::2], x[1::2] = base, near
+    ref = np.flatnonzero(np.abs(np.diff(x.astype(np.float64))) <= eps)
+    np.testing.assert_array_equal(_flat_steps(x, eps), ref)
+    assert 0 < len(ref) < len(x) - 1
+    ppg, _ = clean_case(60)
+    ppg[3000:4000] = np.nan
+    ppg[9000:9400] = ppg[9000]
+    ppg[20000:25000] = np.minimum(ppg[20000:25000], np.percentile(ppg, 60))
+    x32 = ppg.astype(np.float32)
+    starts = np.arange(0, len(x32) - 5000 + 1, 2500)
+    got, want = raw_measures(x32, starts, 5000, 500.0, wcfg.gate), raw_measures(x32.astype(np.float64), starts, 5000,
+                                                                                   500.0, wcfg.gate)
+    for k in want:
+        np.testing.assert_array_equal(got[k], want[k])
+    assert want["missing"].max() > 0 and want["flat_s"].max() > 0.5 and want["clip"].max() > wcfg.gate.max_clip_frac

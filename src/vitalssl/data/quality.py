@@ -37,19 +37,33 @@ def _windows(x: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
     return view[starts]
 
 
+def _flat_steps(raw: np.ndarray, eps: float) -> np.ndarray:
+    """Indices ``j`` where ``|raw[j + 1] - raw[j]| <= eps``, the difference taken exactly (NaN is never flat).
+
+    For float32 samples the differences are taken in float32 first, with a bound a
+    little above ``eps`` that no rounding can cross, and the few steps under it are
+    checked again in float64, where the difference of two float32 values is exact.
+    """
+    if raw.dtype == np.float32:
+        d = np.subtract(raw[1:], raw[:-1])
+        cand = np.flatnonzero(np.abs(d, out=d) <= np.float32(eps * (1 + 2.0 ** -20)))
+        exact = np.abs(raw[cand + 1].astype(np.float64) - raw[cand].astype(np.float64)) <= eps
+        return cand[exact]
+    d = np.diff(raw)
+    return np.flatnonzero(np.abs(d, out=d) <= eps)
+
+
 def _longest_flat_run(raw: np.ndarray, starts: np.ndarray, length: int, eps: float) -> np.ndarray:
     """Longest run of consecutive samples that change by at most ``eps``, per window, in samples.
 
     Works run by run: a recording holds few such runs, so the cost is a pass
     over the signal, not over every window's samples.
     """
-    d = np.subtract(raw[1:], raw[:-1], dtype=np.float64)  # float32 samples differ exactly in float64
-    same = np.abs(d, out=d) <= eps  # same[j]: sample j + 1 repeats sample j (NaN compares False)
-    if len(same) == 0:
-        return np.zeros(len(starts), np.int64)
-    edges = np.flatnonzero(same[1:] != same[:-1]) + 1  # where a run of flat steps starts or ends
-    edges = np.concatenate([[0] if same[0] else [], edges, [len(same)] if same[-1] else []]).astype(np.int64)
-    rs, re = edges[::2], edges[1::2]  # steps rs..re-1 are flat: samples rs..re
+    steps = _flat_steps(raw, eps)
+    cut = np.flatnonzero(np.diff(steps) > 1) + 1
+    rs = steps[np.concatenate([[0], cut])] if len(steps) else steps
+    re = steps[np.concatenate([cut - 1, [len(steps) - 1]])] + 1 if len(steps) else steps
+    rs, re = rs.astype(np.int64), re.astype(np.int64)  # steps rs..re-1 are flat: samples rs..re
     # windows whose steps [s, s + length - 1) meet [rs, re): rs - length + 1 < s < re
     lo = np.searchsorted(starts, rs - length + 2, side="left")
     hi = np.searchsorted(starts, re, side="left")
@@ -75,6 +89,19 @@ def _run_fraction(mask: np.ndarray, min_run: int) -> np.ndarray:
     return np.bincount(r_start[long], weights=runs[long], minlength=n) / length
 
 
+def _threshold_like(t: np.ndarray, dtype, up: bool) -> np.ndarray:
+    """``t`` (float64) as a threshold of the samples' ``dtype`` that splits them exactly as ``t`` does:
+    for float32 samples, the nearest float32 at or above ``t`` (``up``, for ``>=``) or at or below it
+    (for ``<=``). A comparison of like types is several times faster than a mixed one."""
+    if dtype != np.float32:
+        return t
+    t32 = t.astype(np.float32)
+    with np.errstate(invalid="ignore"):
+        off = t32 < t if up else t32 > t
+    t32[off] = np.nextafter(t32[off], np.float32(np.inf if up else -np.inf))
+    return t32
+
+
 CLIP_BAND = 0.1  # a plateau is looked for in the outer 10% of the window's range on each side
 
 
@@ -95,7 +122,10 @@ def _plateau_fraction(w: np.ndarray, edge: np.ndarray, span: np.ndarray, tol: fl
     nb = int(np.ceil(CLIP_BAND / tol))
     unit = tol * span[:, 0]
     with np.errstate(invalid="ignore"):
-        band = w >= edge - CLIP_BAND * span if top else w <= edge + CLIP_BAND * span
+        if top:
+            band = w >= _threshold_like(edge - CLIP_BAND * span, w.dtype, up=True)
+        else:
+            band = w <= _threshold_like(edge + CLIP_BAND * span, w.dtype, up=False)
     flat = np.flatnonzero(band)
     if len(flat) == 0:
         return np.zeros(n)
