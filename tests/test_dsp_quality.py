@@ -371,3 +371,32 @@ def test_float32_samples_give_the_float64_raw_measures(wcfg):
     for k in want:
         np.testing.assert_array_equal(got[k], want[k])
     assert want["missing"].max() > 0 and want["flat_s"].max() > 0.5 and want["clip"].max() > wcfg.gate.max_clip_frac
+
+
+@pytest.mark.parametrize("decimation", [2, 3, 4, 5])
+def test_resample_equals_scipy_resample_poly(decimation):
+    """The matrix-product resampler is scipy's resample_poly (line padding) to rounding, at every length class."""
+    from scipy.signal import resample_poly
+    rng = np.random.default_rng(decimation)
+    for n in (2, 3, 7, 50, 81, 257, 4001, 100_003):
+        x = 50 + np.cumsum(rng.standard_normal(n)) + np.linspace(0, 5, n)
+        ref = resample_poly(x, 1, decimation, padtype="line")
+        y = resample(x, decimation)
+        assert y.shape == ref.shape
+        np.testing.assert_allclose(y, ref, rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_case_pool_workers_run_blas_on_one_thread():
+    """Even when the parent's BLAS runs on several threads (the tests' conftest sets one)."""
+    from threadpoolctl import threadpool_limits
+    from vitalssl.data.casepool import new_pool
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert set(_blas_threads(0)) == {2}
+        with new_pool(2) as pool:
+            found = list(pool.map(_blas_threads, range(2)))
+    assert all(f and all(t == 1 for t in f) for f in found), found
+
+
+def _blas_threads(_):
+    from threadpoolctl import threadpool_info
+    return [i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"]

@@ -109,13 +109,29 @@ def keep_freed_memory() -> None:
     mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES)
 
 
+_blas_limit = None
+
+
+def _worker_setup() -> None:
+    """Each worker: keep freed memory (:func:`keep_freed_memory`) and run BLAS on one thread.
+
+    The workers already fill the cores; a matrix product (the resampler's) that
+    started a BLAS thread per core in every worker would oversubscribe them.
+    """
+    global _blas_limit
+    import numpy  # noqa: F401  (loads numpy's BLAS, so that the limit reaches it)
+    from threadpoolctl import threadpool_limits
+    keep_freed_memory()
+    _blas_limit = threadpool_limits(limits=1, user_api="blas")
+
+
 def new_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool whose workers keep freed memory (:func:`keep_freed_memory`)."""
+    """A process pool whose workers keep freed memory and run BLAS single-threaded (:func:`_worker_setup`)."""
     # fork where there is one: the parent holds no torch or CUDA state, and spawn would
     # re-import scipy, pandas and vitaldb in every worker (seconds per pool)
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method),
-                               initializer=keep_freed_memory)
+                               initializer=_worker_setup)
 
 
 def run_cases(fn: Callable, jobs: Sequence, workers: int, timeout_s: float) -> Iterator[tuple[int, object]]:
