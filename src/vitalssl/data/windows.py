@@ -135,7 +135,7 @@ def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseW
     fails = judge(ppg, ecg, pair, cfg.gate)
     kept = kept_mask(fails, len(starts))
     w = np.empty((int(kept.sum()), 2, L))
-    for c in range(2):
+    for c in range(2 if len(w) else 0):  # no view of length L exists in a case shorter than a window
         w[:, c] = np.lib.stride_tricks.sliding_window_view(filt[c][:n], L)[starts[kept]]
     windows = zscore(w, out=w).astype(np.float32)
     measures = [m[k] for m in (ppg, ecg) for k in CHANNEL_MEASURES] + [pair[k] for k in PAIR_MEASURES]
