@@ -14,7 +14,11 @@ few cases and not on thousands, so the ratio is also printed for the extra
 cases of the second run alone: ``(stage(2N) - stage(N)) / (floor(2N) - floor(N))``,
 the rate a long run settles at.
 
-    python benchmarks/bench_windows.py [--cases 4] [--hours 3] [--workers 2 16]
+With ``--steps`` it prints instead where a case's CPU time goes: ``process_case``
+on each case in one process (after one warm-up pass, with the workers'
+memory setting), each step's cumulative time from ``cProfile``, in ms per case.
+
+    python benchmarks/bench_windows.py [--cases 4] [--hours 3] [--workers 2 16] [--steps]
 """
 
 from __future__ import annotations
@@ -76,6 +80,63 @@ def _read_floor(args) -> int:
     return int(min(len(x), len(y)) / cfg.native_srate // cfg.stride_s)
 
 
+STEPS = [  # (label, module file, function): cumulative CPU of each call
+    ("read_case: inflate, checks, parse, samples", "reader.py", "read_case"),
+    ("  of which the inflate (isal)", None, "decompress"),
+    ("fill_gaps (and the float64 copy)", "dsp.py", "fill_gaps"),
+    ("resample to 125 Hz", "dsp.py", "resample"),
+    ("band-pass at 125 Hz", "dsp.py", "bandpass"),
+    ("gate: raw measures (missing, flat, clipping)", "quality.py", "raw_measures"),
+    ("gate: all measures (raw, amplitude, beats, pairs)", "quality.py", "case_measures"),
+    ("z-score of kept windows", "windows.py", "zscore"),
+    ("CSV cells", "windows.py", "_column"),
+    ("gate figure candidates", "gatefigure.py", "case_examples"),
+    ("process_case (everything)", "windows.py", "process_case"),
+]
+
+
+def steps(case_dir: Path, n: int) -> None:
+    """Where a case's CPU time goes (see the module docstring)."""
+    import cProfile
+    import pstats
+
+    from vitalssl.config import from_dict
+    from vitalssl.data.casepool import keep_freed_memory
+    from vitalssl.data.config import WindowConfig
+    from vitalssl.data.windows import process_case
+
+    keep_freed_memory()
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    cfg = from_dict(WindowConfig, params["windows"], "windows")
+    paths = sorted(case_dir.glob("*.vital"), key=lambda p: int(p.stem))[:n]
+    for p in paths:  # warm-up: page cache, imports, the heap
+        process_case(p, int(p.stem), 0, cfg)
+    prof = cProfile.Profile(time.process_time)  # CPU, not wall time: other jobs may share the cores
+    t0 = time.process_time()
+    prof.enable()
+    for p in paths:
+        process_case(p, int(p.stem), 0, cfg)
+    prof.disable()
+    cpu = (time.process_time() - t0) / len(paths) * 1000
+    stats = pstats.Stats(prof).stats
+    t0 = time.process_time()
+    for p in paths:
+        _read_floor((p, cfg))
+    floor = (time.process_time() - t0) / len(paths) * 1000
+    print(f"CPU ms per case, {len(paths)} cases, one process (cProfile cumulative):")
+    print(f"  {'floor: vitaldb reads the two waveforms (no profiler)':52s} {floor:7.0f}")
+    for label, file, name in STEPS:
+        ms = sum(v[3] for (f, _, fn), v in stats.items()
+                 if (fn == name and f.endswith(file)) if file else name in fn)
+        print(f"  {label:52s} {ms / len(paths) * 1000:7.0f}")
+    print(f"  {'process_case under the profiler, all of it':52s} {cpu:7.0f}")
+    t0 = time.process_time()
+    for p in paths:
+        process_case(p, int(p.stem), 0, cfg)
+    bare = (time.process_time() - t0) / len(paths) * 1000
+    print(f"  {'process_case without the profiler':52s} {bare:7.0f}  = {bare / floor:.2f}x the floor")
+
+
 def run(mode, case_dir, n, workers) -> dict:
     out = subprocess.run([sys.executable, __file__, "--inner", mode, str(case_dir), str(n), str(workers)],
                          capture_output=True, text=True, check=True)
@@ -87,6 +148,7 @@ def main() -> None:
     ap.add_argument("--cases", type=int, default=4)
     ap.add_argument("--hours", type=float, default=3.0)
     ap.add_argument("--workers", type=int, nargs="+", default=sorted({2, os.cpu_count() or 1}))
+    ap.add_argument("--steps", action="store_true", help="where a case's CPU time goes, in one process")
     ap.add_argument("--inner", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.inner:
@@ -101,15 +163,19 @@ def main() -> None:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     secs = int(args.hours * 3600)
     print(f"os.cpu_count() = {os.cpu_count()}")
+    n_gen = args.cases if args.steps else 2 * args.cases
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
-        dcfg = from_dict(DemoConfig, {**params["demo"], "n_cases": 2 * args.cases, "n_subjects": 2 * args.cases,
+        dcfg = from_dict(DemoConfig, {**params["demo"], "n_cases": max(n_gen, 3), "n_subjects": max(n_gen, 3),
                                       "duration_s": [secs, secs]}, "demo")
         t0 = time.perf_counter()
         generate_demo(dcfg, d, progress=False)
-        size = sum(p.stat().st_size for p in d.glob("*.vital")) / 2 / args.cases / 2**20
-        print(f"generated {2 * args.cases} cases of {args.hours:g} h ({size:.0f} MiB .vital each) "
+        size = sum(p.stat().st_size for p in d.glob("*.vital")) / max(n_gen, 3) / 2**20
+        print(f"generated {max(n_gen, 3)} cases of {args.hours:g} h ({size:.0f} MiB .vital each) "
               f"in {time.perf_counter() - t0:.0f} s")
+        if args.steps:
+            steps(d, args.cases)
+            return
         print(f"{'workers':>7} {'cases':>5} {'what':>6} {'s':>7} {'cases/s':>8} {'windows/s':>10} {'peak RSS MiB':>13}")
         for w in args.workers:
             rows = []
