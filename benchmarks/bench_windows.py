@@ -7,7 +7,7 @@ processes measures
           over the same number of processes
   stage : the whole build-windows path (gzip check, read, resample, filter, gate,
           normalise, write the window file, decisions table and gate figure)
-and prints cases/s, windows/s, peak RSS (process + its workers) and the
+and prints cases/s, windows/s, the peak RSS of the largest process (the parent or one worker) and the
 stage / floor time ratio for each. The stage's fixed costs (starting its
 workers, drawing the gate figure: a few seconds a split) weigh on a run of a
 few cases and not on thousands, so the ratio is also printed for the extra

@@ -3,6 +3,8 @@
 import os
 import pickle
 import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -10,6 +12,7 @@ import pytest
 
 from conftest import clean_case, write_case
 from dataclasses import replace
+from pathlib import Path
 from vitalssl.data.casepool import CaseFailure, run_cases
 from vitalssl.data.reader import CaseError
 from vitalssl.data.sources import LocalSource
@@ -138,3 +141,35 @@ def test_unforeseen_error_fails_only_its_case_and_is_named(tmp_path, wcfg):
     assert report["failed_cases"] == [{"caseid": 2, "reason": "processing_error",
                                        "detail": "ValueError: no such volume"}]
     assert report["windows_kept"] == 4
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_workers_end_when_their_parent_is_killed(tmp_path):
+    """A stage killed with SIGKILL runs no clean-up; its workers must not live on as orphans."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parents[1] / 'src')!r})\n"
+        "from vitalssl.data.casepool import new_pool\n"
+        "pool = new_pool(2)\n"
+        "futures = [pool.submit(time.sleep, 60) for _ in range(2)]\n"
+        "time.sleep(1.0)\n"
+        "print(' '.join(str(p) for p in pool._processes), flush=True)\n"
+        "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2 and all(_alive(p) for p in pids)
+    proc.kill()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie (an orphan's zombie is reaped by init)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False

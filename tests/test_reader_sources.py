@@ -142,3 +142,47 @@ def test_unknown_case_set_is_refused():
     with pytest.raises(ValueError, match="splits.case_set"):
         case_set_ids("nosuchset")
     assert case_set_ids("all") is None and len(case_set_ids("bis")) == 5523
+
+
+def test_tracks_are_found_by_the_end_of_their_name_as_vitaldb_does(tmp_path):
+    ppg, ecg = clean_case(30)
+    write_case(tmp_path / "5.vital", 5, ppg, ecg, 30)
+    sig = read_case(tmp_path / "5.vital", 5, ppg_track="PLETH", ecg_track="ECG_II", label_tracks={"hr": "HR"},
+                    native_srate=500.0)
+    np.testing.assert_array_equal(sig.ppg, ppg.astype(np.float32))
+    assert np.nanmean(sig.labels["hr"]) == 72.0
+
+
+def test_a_missing_track_names_every_track_the_file_has(tmp_path):
+    ppg, ecg = clean_case(30)
+    write_case(tmp_path / "5.vital", 5, ppg, ecg, 30)
+    with pytest.raises(CaseError) as e:
+        read_case(tmp_path / "5.vital", 5, **{**TRACKS, "ecg_track": "Intellivue/ECG_V5"})
+    assert e.value.reason == "missing_track"
+    for name in ("SNUADC/ECG_II", "SNUADC/PLETH", "Solar8000/HR", "windows.ecg_track"):
+        assert name in e.value.detail
+
+
+@pytest.mark.parametrize("over,param", [({"ppg_track": "Solar8000/HR"}, "windows.ppg_track"),
+                                        ({"label_tracks": {"hr": "SNUADC/ECG_II"}}, "windows.label_tracks.hr")])
+def test_a_track_of_the_wrong_type_is_named(tmp_path, over, param):
+    ppg, ecg = clean_case(30)
+    write_case(tmp_path / "5.vital", 5, ppg, ecg, 30)
+    with pytest.raises(CaseError) as e:
+        read_case(tmp_path / "5.vital", 5, **{**TRACKS, **over})
+    assert e.value.reason == "wrong_track_type" and param in e.value.detail and "track, not a" in e.value.detail
+
+
+def test_a_record_time_far_off_fails_the_case_before_allocating_the_span(tmp_path):
+    """One ECG record stamped 30 days late would lay 1.3 G samples out; the case fails, naming the span."""
+    ppg, ecg = clean_case(60)
+    path = tmp_path / "5.vital"
+    write_case(path, 5, ppg, ecg, 60)
+    vf = vitaldb.VitalFile(str(path))
+    late = vf.dtstart + 30 * 86400.0
+    vf.add_track("SNUADC/ECG_II", [{"dt": late, "val": np.zeros(500, np.float32)}], srate=500)
+    vf.dtend = late + 1
+    vf.to_vital(str(path))
+    with pytest.raises(CaseError) as e:
+        read_case(path, 5, **TRACKS)
+    assert e.value.reason == "bad_time_span" and "720.0 h" in e.value.detail

@@ -206,7 +206,10 @@ def detect_beats_batch(w: np.ndarray, fs: float, hr_max: float, robust_range: np
     not to suppress one (they are dropped), no two rows' peaks are within the
     minimum distance of each other, and the search for a peak's prominence bases
     stops at the row's edges. Prominences are taken only for the rows' peaks, and
-    compared with each row's own threshold, so the result equals row-by-row calls.
+    compared with each row's own threshold, so the result equals row-by-row calls,
+    except where two peaks closer than the minimum distance have exactly equal
+    heights: scipy keeps one of them in an order it leaves unspecified (a
+    band-passed float64 signal practically never ties).
     """
     n, length = w.shape
     distance = max(1, int(fs * 60.0 / hr_max))

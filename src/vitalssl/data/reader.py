@@ -60,9 +60,38 @@ def _samples(vf, caseid: int, path: Path, name: str, interval: float) -> np.ndar
                         f"in time ({type(e).__name__}: {e})") from e
 
 
+TRACK_TYPES = {1: "a waveform", 2: "a numeric", 5: "a text"}
+# a case whose records span more than this, and over twice the time its waveform samples cover, has a record
+# time that is off (a clock jump, a corrupt stamp): laying its samples out would allocate for the whole span
+MAX_SPAN_H = 24.0
+
+
+def _all_tracks(path: Path) -> str:
+    """Every track name in the file, for a message about a track that was not found."""
+    try:
+        return ", ".join(sorted(read_vital(path, None).trks)) or "no tracks"
+    except VitalFileError:
+        return "?"
+
+
+def _track(vf, caseid: int, path: Path, name: str, kind: int, param: str) -> Track | None:
+    """The track ``name`` (exactly, or else by the end of its name as vitaldb's ``find_track``), checked to be of
+    ``kind``; None if absent."""
+    trk = vf.find_track(name)
+    if trk is not None and trk.type != kind:
+        raise CaseError(caseid, "wrong_track_type", f"track {trk.dtname!r} in {path.name} is "
+                        f"{TRACK_TYPES.get(trk.type, f'a type-{trk.type}')} track, not {TRACK_TYPES[kind]} one "
+                        f"(param {param})")
+    return trk
+
+
 def read_case(path: Path, caseid: int, ppg_track: str, ecg_track: str, label_tracks: dict,
               native_srate: float) -> CaseSignals:
-    """Read a case; raise :class:`CaseError` naming the case for every way it can be unusable."""
+    """Read a case; raise :class:`CaseError` naming the case for every way it can be unusable.
+
+    Tracks are found as ``vitaldb`` finds them: by their full ``device/name``, or else by
+    the end of it (``PLETH`` finds ``SNUADC/PLETH``).
+    """
     path = Path(path)
     if not path.exists():
         raise CaseError(caseid, "unknown_case", f"no file {path}")
@@ -74,23 +103,29 @@ def read_case(path: Path, caseid: int, ppg_track: str, ecg_track: str, label_tra
     if not vf.trks or vf.dtend <= vf.dtstart:
         raise CaseError(caseid, "unreadable", f"{path.name} is not a .vital file or holds no records")
     waves = []
-    for name in (ppg_track, ecg_track):
-        trk = vf.trks.get(name)
+    for name, param in ((ppg_track, "windows.ppg_track"), (ecg_track, "windows.ecg_track")):
+        trk = _track(vf, caseid, path, name, 1, param)
         if trk is None:
             raise CaseError(caseid, "missing_track", f"track {name!r} not in {path.name} "
-                            f"(has: {', '.join(sorted(vf.trks))})")
-        if trk.type != 1 or abs(trk.srate - native_srate) > 1e-6:
-            raise CaseError(caseid, "wrong_srate", f"track {name!r} is at {trk.srate:g} Hz, "
+                            f"(the file has: {_all_tracks(path)}; param {param})")
+        if abs(trk.srate - native_srate) > 1e-6:
+            raise CaseError(caseid, "wrong_srate", f"track {trk.dtname!r} is at {trk.srate:g} Hz, "
                             f"expected {native_srate:g} Hz (param windows.native_srate)")
-        x = _samples(vf, caseid, path, name, 1.0 / trk.srate)
+        span_h, covered_h = (vf.dtend - vf.dtstart) / 3600, int(np.sum(trk.n)) / trk.srate / 3600
+        if span_h > MAX_SPAN_H and span_h > 2 * covered_h:
+            raise CaseError(caseid, "bad_time_span", f"{path.name}: the records span {span_h:.1f} h "
+                            f"(dt {vf.dtstart:.0f} to {vf.dtend:.0f}) but track {trk.dtname!r} holds "
+                            f"{covered_h:.2f} h of samples; a record time is likely wrong")
+        x = _samples(vf, caseid, path, trk.dtname, 1.0 / trk.srate)
         if not np.isfinite(x).any():
-            raise _no_finite_sample(caseid, trk, name)
+            raise _no_finite_sample(caseid, trk, trk.dtname)
         waves.append(x)
     n = min(len(waves[0]), len(waves[1]))
     labels = {}
     for key, name in label_tracks.items():
-        if name in vf.trks:
-            labels[key] = np.asarray(_samples(vf, caseid, path, name, 1.0), dtype=np.float64)
+        trk = _track(vf, caseid, path, name, 2, f"windows.label_tracks.{key}")
+        if trk is not None:
+            labels[key] = np.asarray(_samples(vf, caseid, path, trk.dtname, 1.0), dtype=np.float64)
         else:
             labels[key] = np.full(int(np.ceil(vf.dtend - vf.dtstart)), np.nan)
     return CaseSignals(caseid, float(native_srate), waves[0][:n], waves[1][:n], labels)

@@ -242,9 +242,10 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
         report["windows_rejected"] = report["windows_total"] - report["windows_kept"]
         if report["windows_kept"] == 0:
             reasons = ", ".join(f"{k}: {v}" for k, v in report["cases_failed_by_reason"].items()) or "none failed to read"
+            first = "; ".join(f"case {f['caseid']}: {f['reason']}: {f['detail']}" for f in report["failed_cases"][:3])
             raise RuntimeError(f"split {split!r}: no usable window left from {len(cases)} case(s) "
                                f"(cases failed: {reasons}; windows rejected by criterion: "
-                               f"{report['rejected_by_criterion']})")
+                               f"{report['rejected_by_criterion']})" + (f"; first failures: {first}" if first else ""))
         plot_gate(book, paths["figure"], cfg.target_srate, split)
         for s in streams:
             s.publish()

@@ -10,6 +10,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from tqdm import tqdm
+
 from ..atomic import atomic_write_text, write_json
 from ..config import from_dict
 from ..data.config import DataConfig, DemoConfig, SplitConfig, WindowConfig
@@ -85,7 +87,9 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
         truth = Counter()
 
     def on_case(res):
-        if truth is not None and res.error is None:
+        if res.error is not None:  # said as it happens: a run that ends with no window has told why by then
+            tqdm.write(f"build-windows {split}: case {res.caseid} skipped: {res.error.reason}: {res.error.detail}")
+        elif truth is not None:
             truth.update(score_against_faults(res.starts_s, res.kept, faults.get(res.caseid, []), cfg.window_s))
 
     report = build_split(source, cases, cfg, Path(out_dir), split, progress=progress, on_case=on_case)
@@ -100,8 +104,6 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
     print(f"build-windows {split}: {report['cases_read']}/{report['cases_total']} cases read, "
           f"{report['windows_kept']}/{report['windows_total']} windows kept; rejected by criterion "
           f"{report['rejected_by_criterion']}; failed cases {report['cases_failed_by_reason']}")
-    for f in report["failed_cases"]:
-        print(f"build-windows {split}: case {f['caseid']} skipped: {f['reason']}: {f['detail']}")
     for c in report["cases_without_windows_list"]:
         why = "shorter than one window" if c["windows"] == 0 else f"all {c['windows']} windows rejected by the gate"
         print(f"build-windows {split}: case {c['caseid']} ({c['duration_s']:g} s) gave no window: {why}")
