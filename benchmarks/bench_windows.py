@@ -127,7 +127,7 @@ def steps(case_dir: Path, n: int) -> None:
     print(f"  {'floor: vitaldb reads the two waveforms (no profiler)':52s} {floor:7.0f}")
     for label, file, name in STEPS:
         ms = sum(v[3] for (f, _, fn), v in stats.items()
-                 if (fn == name and f.endswith(file)) if file else name in fn)
+                 if ((fn == name and f.endswith(file)) if file else name in fn))
         print(f"  {label:52s} {ms / len(paths) * 1000:7.0f}")
     print(f"  {'process_case under the profiler, all of it':52s} {cpu:7.0f}")
     t0 = time.process_time()
@@ -135,6 +135,12 @@ def steps(case_dir: Path, n: int) -> None:
         process_case(p, int(p.stem), 0, cfg)
     bare = (time.process_time() - t0) / len(paths) * 1000
     print(f"  {'process_case without the profiler':52s} {bare:7.0f}  = {bare / floor:.2f}x the floor")
+    from vitalssl.data.reader import read_case
+    t0 = time.process_time()
+    for p in paths:
+        read_case(p, int(p.stem), cfg.ppg_track, cfg.ecg_track, dict(cfg.label_tracks), cfg.native_srate)
+    own = (time.process_time() - t0) / len(paths) * 1000
+    print(f"  {'read_case without the profiler':52s} {own:7.0f}  (the profiler slows its packet loop)")
 
 
 def run(mode, case_dir, n, workers) -> dict:
