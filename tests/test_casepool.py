@@ -173,3 +173,26 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def _worker_state(x):
+    if x == "sleep":
+        time.sleep(30)
+    return os.getpid(), signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
+def test_workers_leave_ctrl_c_to_the_parent_which_ends_them_when_it_stops_early():
+    """Ctrl-C reaches the whole process group; the workers ignore it, and the parent, interrupted while cases are
+    still in flight, ends their workers at once rather than waiting for them."""
+    gen = run_cases(_worker_state, [0, "sleep", "sleep"], 2, timeout_s=60.0)
+    i, (pid, ignores) = next(gen)
+    assert i == 0 and ignores
+    time.sleep(0.5)  # both sleeping cases are in flight
+    workers = [c.pid for c in __import__("multiprocessing").active_children()]
+    assert len(workers) == 2
+    t0 = time.monotonic()
+    gen.close()  # what a KeyboardInterrupt in the consumer does to the generator
+    deadline = time.monotonic() + 5
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(p) for p in workers) and time.monotonic() - t0 < 5

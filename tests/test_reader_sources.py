@@ -186,3 +186,36 @@ def test_a_record_time_far_off_fails_the_case_before_allocating_the_span(tmp_pat
     with pytest.raises(CaseError) as e:
         read_case(path, 5, **TRACKS)
     assert e.value.reason == "bad_time_span" and "720.0 h" in e.value.detail
+
+
+def test_a_long_recording_with_a_pause_is_read(tmp_path):
+    """30 h from first to last record with a 16-h pause in the middle is a recording, not a wrong time."""
+    ppg, ecg = clean_case(60)
+    path = tmp_path / "5.vital"
+    write_case(path, 5, ppg, ecg, 60)
+    vf = vitaldb.VitalFile(str(path))
+    later = vf.dtstart + 16 * 3600.0
+    for name, x in (("SNUADC/PLETH", ppg), ("SNUADC/ECG_II", ecg)):
+        vf.add_track(name, [{"dt": later, "val": x.astype(np.float32)}], srate=500)
+    vf.dtend = later + 60
+    vf.to_vital(str(path))
+    sig = read_case(path, 5, **TRACKS)
+    assert len(sig.ppg) == int((16 * 3600 + 60) * 500) and np.isfinite(sig.ppg[-30000:]).all()
+
+
+def test_a_short_track_name_prefers_the_track_named_exactly_so(tmp_path):
+    """``HR`` ends both Solar8000/HR and Solar8000/PLETH_HR: it takes the first. With a second device's HR too,
+    ``HR`` names two tracks exactly and is refused."""
+    ppg, ecg = clean_case(30)
+    path = tmp_path / "5.vital"
+    write_case(path, 5, ppg, ecg, 30)
+    vf = vitaldb.VitalFile(str(path))
+    vf.add_track("Solar8000/PLETH_HR", [{"dt": vf.dtstart + t, "val": 99.0} for t in range(30)])
+    vf.to_vital(str(path))
+    sig = read_case(path, 5, **{**TRACKS, "label_tracks": {"hr": "HR"}})
+    assert np.nanmean(sig.labels["hr"]) == 72.0
+    vf.add_track("Intellivue/HR", [{"dt": vf.dtstart + t, "val": 70.0} for t in range(30)])
+    vf.to_vital(str(path))
+    with pytest.raises(CaseError) as e:
+        read_case(path, 5, **{**TRACKS, "label_tracks": {"hr": "HR"}})
+    assert e.value.reason == "ambiguous_track" and "Intellivue/HR" in e.value.detail and "label_tracks.hr" in e.value.detail

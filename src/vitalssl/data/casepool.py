@@ -133,13 +133,16 @@ _blas_limit = None
 
 
 def _worker_setup(parent_pid: int) -> None:
-    """Each worker: end with its parent (:func:`die_with_parent`), keep freed memory
-    (:func:`keep_freed_memory`) and run BLAS on one thread.
+    """Each worker: leave Ctrl-C to the parent, end with its parent (:func:`die_with_parent`), keep freed
+    memory (:func:`keep_freed_memory`) and run BLAS on one thread.
 
     The workers already fill the cores; a matrix product (the resampler's) that
     started a BLAS thread per core in every worker would oversubscribe them.
     """
     global _blas_limit
+    # Ctrl-C reaches the whole process group: the parent alone handles it (it ends the workers); a worker
+    # interrupted while sending its result would leave the pool's result thread waiting for the rest forever
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     import numpy  # noqa: F401  (loads numpy's BLAS, so that the limit reaches it)
     from threadpoolctl import threadpool_limits
     die_with_parent(parent_pid)
@@ -218,5 +221,9 @@ def run_cases(fn: Callable, jobs: Sequence, workers: int, timeout_s: float) -> I
                 next_out += 1
     finally:
         if pool is not None:
-            # on an error in the caller, cases in flight are dropped, not waited for
+            # on an error or Ctrl-C in the caller, cases in flight are dropped, not waited for: their workers are
+            # ended, so that the pool's result thread, which may be inside reading a result, sees the pipe close
+            workers = list((getattr(pool, "_processes", None) or {}).values()) if running else []
             pool.shutdown(wait=not running, cancel_futures=True)
+            for w in workers:
+                w.kill()

@@ -76,8 +76,10 @@ def resample(x: np.ndarray, decimation: int) -> np.ndarray:
     padtype="line")``, computed as one matrix product.
 
     The signal is extended by a fitted line, not zeros: a PPG sits on a large
-    offset, which zero padding would turn into a step at each end. The result
-    equals scipy's to rounding (1e-15 relative); scipy filters output by output
+    offset, which zero padding would turn into a step at each end. For finite
+    input (the stage fills gaps first) the result equals scipy's to rounding
+    (1e-15 relative; a NaN would spoil the 32 outputs of its row, where scipy
+    spoils the filter's length of them); scipy filters output by output
     in a scalar loop, while the product runs on BLAS, in chunks of rows that
     stay in cache: 25-30 ms against 65-70 ms for a 3-h waveform, and no copy
     larger than a chunk (``benchmarks/bench_windows.py --steps``).

@@ -61,9 +61,9 @@ def _samples(vf, caseid: int, path: Path, name: str, interval: float) -> np.ndar
 
 
 TRACK_TYPES = {1: "a waveform", 2: "a numeric", 5: "a text"}
-# a case whose records span more than this, and over twice the time its waveform samples cover, has a record
-# time that is off (a clock jump, a corrupt stamp): laying its samples out would allocate for the whole span
-MAX_SPAN_H = 24.0
+# a case with a stretch this long between two of its records (or its header's start or end) has a time that is
+# off (a clock jump, a corrupt stamp): laying its samples out would allocate for the whole span
+MAX_GAP_H = 24.0
 
 
 def _all_tracks(path: Path) -> str:
@@ -75,14 +75,47 @@ def _all_tracks(path: Path) -> str:
 
 
 def _track(vf, caseid: int, path: Path, name: str, kind: int, param: str) -> Track | None:
-    """The track ``name`` (exactly, or else by the end of its name as vitaldb's ``find_track``), checked to be of
-    ``kind``; None if absent."""
-    trk = vf.find_track(name)
+    """The track ``name``, checked to be of ``kind``; None if absent.
+
+    ``name`` is a full ``device/track`` name, or a track name without its device
+    (``PLETH``), or the end of one, as ``vitaldb`` matches them; a short name that
+    fits several tracks (``HR``: ``Solar8000/HR`` and ``Solar8000/PLETH_HR``) takes the
+    one named exactly so, and is refused when that leaves more than one.
+    """
+    trk = vf.trks.get(name)
+    if trk is None:
+        for fits in (lambda t: t.split("/")[-1] == name, lambda t: t.endswith(name)):
+            found = [t for t in vf.trks if fits(t)]
+            if len(found) > 1:
+                raise CaseError(caseid, "ambiguous_track", f"{name!r} fits tracks {', '.join(found)} in {path.name}; "
+                                f"give the device too (param {param})")
+            if found:
+                trk = vf.trks[found[0]]
+                break
     if trk is not None and trk.type != kind:
         raise CaseError(caseid, "wrong_track_type", f"track {trk.dtname!r} in {path.name} is "
                         f"{TRACK_TYPES.get(trk.type, f'a type-{trk.type}')} track, not {TRACK_TYPES[kind]} one "
                         f"(param {param})")
     return trk
+
+
+def _check_time_gaps(vf, caseid: int, path: Path) -> None:
+    """Refuse a case with more than ``MAX_GAP_H`` between consecutive records of its tracks (or its start or end),
+    before its samples are laid out over the whole span."""
+    times = [np.array([vf.dtstart, vf.dtend])]
+    for t in vf.trks.values():
+        if len(t.dt):
+            times.append(t.dt)
+            if t.type == 1 and t.srate > 0:
+                times.append(t.dt + np.asarray(t.n) / t.srate)
+    times = np.sort(np.concatenate(times))
+    gaps = np.diff(times)
+    if len(gaps) and gaps.max() > MAX_GAP_H * 3600:
+        k = int(np.argmax(gaps))
+        raise CaseError(caseid, "bad_time_span", f"{path.name}: nothing is recorded for {gaps[k] / 3600:.1f} h, "
+                        f"from time {times[k]:.0f} to {times[k + 1]:.0f} (the records span "
+                        f"{(times[-1] - times[0]) / 3600:.1f} h); a record time or the file's start or end is likely "
+                        f"wrong (over {MAX_GAP_H:g} h without a record)")
 
 
 def read_case(path: Path, caseid: int, ppg_track: str, ecg_track: str, label_tracks: dict,
@@ -102,6 +135,7 @@ def read_case(path: Path, caseid: int, ppg_track: str, ecg_track: str, label_tra
         raise CaseError(caseid, e.reason, e.detail) from e
     if not vf.trks or vf.dtend <= vf.dtstart:
         raise CaseError(caseid, "unreadable", f"{path.name} is not a .vital file or holds no records")
+    _check_time_gaps(vf, caseid, path)
     waves = []
     for name, param in ((ppg_track, "windows.ppg_track"), (ecg_track, "windows.ecg_track")):
         trk = _track(vf, caseid, path, name, 1, param)
@@ -111,11 +145,6 @@ def read_case(path: Path, caseid: int, ppg_track: str, ecg_track: str, label_tra
         if abs(trk.srate - native_srate) > 1e-6:
             raise CaseError(caseid, "wrong_srate", f"track {trk.dtname!r} is at {trk.srate:g} Hz, "
                             f"expected {native_srate:g} Hz (param windows.native_srate)")
-        span_h, covered_h = (vf.dtend - vf.dtstart) / 3600, int(np.sum(trk.n)) / trk.srate / 3600
-        if span_h > MAX_SPAN_H and span_h > 2 * covered_h:
-            raise CaseError(caseid, "bad_time_span", f"{path.name}: the records span {span_h:.1f} h "
-                            f"(dt {vf.dtstart:.0f} to {vf.dtend:.0f}) but track {trk.dtname!r} holds "
-                            f"{covered_h:.2f} h of samples; a record time is likely wrong")
         x = _samples(vf, caseid, path, trk.dtname, 1.0 / trk.srate)
         if not np.isfinite(x).any():
             raise _no_finite_sample(caseid, trk, trk.dtname)

@@ -243,9 +243,9 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
         if report["windows_kept"] == 0:
             reasons = ", ".join(f"{k}: {v}" for k, v in report["cases_failed_by_reason"].items()) or "none failed to read"
             first = "; ".join(f"case {f['caseid']}: {f['reason']}: {f['detail']}" for f in report["failed_cases"][:3])
+            gate = f"; windows rejected by criterion: {report['rejected_by_criterion']}" if report["cases_read"] else ""
             raise RuntimeError(f"split {split!r}: no usable window left from {len(cases)} case(s) "
-                               f"(cases failed: {reasons}; windows rejected by criterion: "
-                               f"{report['rejected_by_criterion']})" + (f"; first failures: {first}" if first else ""))
+                               f"(cases failed: {reasons}{gate})" + (f"; first failures: {first}" if first else ""))
         plot_gate(book, paths["figure"], cfg.target_srate, split)
         for s in streams:
             s.publish()
