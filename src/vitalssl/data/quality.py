@@ -76,19 +76,6 @@ def _longest_flat_run(raw: np.ndarray, starts: np.ndarray, length: int, eps: flo
     return np.where(longest > 0, longest + 1, 0)  # flat steps -> samples
 
 
-def _run_fraction(mask: np.ndarray, min_run: int) -> np.ndarray:
-    """Per row of ``[n, L]`` bool: fraction of samples in runs of ``True`` at least ``min_run`` long."""
-    n, length = mask.shape
-    padded = np.zeros((n, length + 2), np.int8)
-    padded[:, 1:-1] = mask
-    edges = np.diff(padded, axis=1)  # +1 at a run's start, -1 one past its end
-    r_start, c_start = np.nonzero(edges == 1)
-    _, c_end = np.nonzero(edges == -1)  # same row order as the starts
-    runs = c_end - c_start
-    long = runs >= min_run
-    return np.bincount(r_start[long], weights=runs[long], minlength=n) / length
-
-
 def _threshold_like(t: np.ndarray, dtype, up: bool) -> np.ndarray:
     """``t`` (float64) as a threshold of the samples' ``dtype`` that splits them exactly as ``t`` does:
     for float32 samples, the nearest float32 at or above ``t`` (``up``, for ``>=``) or at or below it
