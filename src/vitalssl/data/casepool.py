@@ -151,7 +151,7 @@ def _worker_setup(parent_pid: int) -> None:
 
 
 def new_pool(workers: int) -> ProcessPoolExecutor:
-    """A process pool whose workers keep freed memory and run BLAS single-threaded (:func:`_worker_setup`)."""
+    """A process pool of ``workers`` processes, each set up by :func:`_worker_setup`."""
     # fork where there is one: the parent holds no torch or CUDA state, and spawn would
     # re-import scipy, pandas and vitaldb in every worker (seconds per pool)
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
