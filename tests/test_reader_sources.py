@@ -173,16 +173,23 @@ def test_a_track_of_the_wrong_type_is_named(tmp_path, over, param):
     assert e.value.reason == "wrong_track_type" and param in e.value.detail and "track, not a" in e.value.detail
 
 
-def test_a_record_time_far_off_fails_the_case_before_allocating_the_span(tmp_path):
-    """One ECG record stamped 30 days late would lay 1.3 G samples out; the case fails, naming the span."""
+def _case_with_later_records(path, after_s: float, waves: dict) -> None:
+    """A clean 60-s case (clean_case(60)) with one more 500 Hz record per track in ``waves``, ``after_s`` after its
+    start; the file ends with the last of them."""
     ppg, ecg = clean_case(60)
-    path = tmp_path / "5.vital"
     write_case(path, 5, ppg, ecg, 60)
     vf = vitaldb.VitalFile(str(path))
-    late = vf.dtstart + 30 * 86400.0
-    vf.add_track("SNUADC/ECG_II", [{"dt": late, "val": np.zeros(500, np.float32)}], srate=500)
-    vf.dtend = late + 1
+    later = vf.dtstart + after_s
+    for name, x in waves.items():
+        vf.add_track(name, [{"dt": later, "val": x}], srate=500)
+    vf.dtend = later + max(len(x) for x in waves.values()) / 500
     vf.to_vital(str(path))
+
+
+def test_a_record_time_far_off_fails_the_case_before_allocating_the_span(tmp_path):
+    """One ECG record stamped 30 days late would lay 1.3 G samples out; the case fails, naming the span."""
+    path = tmp_path / "5.vital"
+    _case_with_later_records(path, 30 * 86400.0, {"SNUADC/ECG_II": np.zeros(500, np.float32)})
     with pytest.raises(CaseError) as e:
         read_case(path, 5, **TRACKS)
     assert e.value.reason == "bad_time_span" and "720.0 h" in e.value.detail
@@ -192,13 +199,8 @@ def test_a_long_recording_with_a_pause_is_read(tmp_path):
     """30 h from first to last record with a 16-h pause in the middle is a recording, not a wrong time."""
     ppg, ecg = clean_case(60)
     path = tmp_path / "5.vital"
-    write_case(path, 5, ppg, ecg, 60)
-    vf = vitaldb.VitalFile(str(path))
-    later = vf.dtstart + 16 * 3600.0
-    for name, x in (("SNUADC/PLETH", ppg), ("SNUADC/ECG_II", ecg)):
-        vf.add_track(name, [{"dt": later, "val": x.astype(np.float32)}], srate=500)
-    vf.dtend = later + 60
-    vf.to_vital(str(path))
+    _case_with_later_records(path, 16 * 3600.0, {"SNUADC/PLETH": ppg.astype(np.float32),
+                                                 "SNUADC/ECG_II": ecg.astype(np.float32)})
     sig = read_case(path, 5, **TRACKS)
     assert len(sig.ppg) == int((16 * 3600 + 60) * 500) and np.isfinite(sig.ppg[-30000:]).all()
 

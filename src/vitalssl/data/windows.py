@@ -20,7 +20,7 @@ from .casepool import CaseFailure, run_cases
 from .config import WindowConfig
 from .dsp import bandpass, bandpass_sos, fill_gaps, resample
 from .gatefigure import ExampleBook, case_examples, plot_gate
-from .quality import CHANNEL_MEASURES, CRITERIA, PAIR_MEASURES, case_measures, judge, kept_mask, margins
+from .quality import CHANNEL_MEASURES, CRITERIA, PAIR_MEASURES, _windows, case_measures, judge, kept_mask, margins
 from .reader import CaseError, read_case
 
 MEASURE_COLUMNS = [f"{c.lower()}_{m}" for c in CHANNELS for m in CHANNEL_MEASURES] + list(PAIR_MEASURES)
@@ -135,8 +135,8 @@ def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseW
     fails = judge(ppg, ecg, pair, cfg.gate)
     kept = kept_mask(fails, len(starts))
     w = np.empty((int(kept.sum()), 2, L))
-    for c in range(2 if len(w) else 0):  # no view of length L exists in a case shorter than a window
-        w[:, c] = np.lib.stride_tricks.sliding_window_view(filt[c][:n], L)[starts[kept]]
+    for c in range(2):
+        w[:, c] = _windows(filt[c][:n], starts[kept], L)
     windows = zscore(w, out=w).astype(np.float32)
     measures = [m[k] for m in (ppg, ecg) for k in CHANNEL_MEASURES] + [pair[k] for k in PAIR_MEASURES]
     starts_s = starts / fs
