@@ -8,6 +8,7 @@ Dimensions: N windows, C channels, L samples, N_p patches, D model width.
     z = enc.encode(windows)                 # [N, C, N_p, D] latents
     e = enc.embed(windows)                  # [N, D]: mean over channels and patches
     e = enc.embed(windows, pool="channels") # [N, C * D]: mean over patches, channels side by side
+    enc = PretrainedEncoder.from_export("artifacts/foundation_model_hf")   # the same, from the export folder
 
 Only the encoder's weights and the model config are read from the checkpoint; the
 optimizer state and the decoder are not loaded.
@@ -48,6 +49,15 @@ class PretrainedEncoder:
         enc = TinyTimeMixerModel(ttm_config(cfg))
         enc.load_state_dict(ckpt["encoder_state_dict"])
         return cls(enc, cfg, device)
+
+    @classmethod
+    def from_export(cls, folder: str | Path, device="cpu") -> "PretrainedEncoder":
+        """The encoder of an export folder (:mod:`vitalssl.ssl.export`), read with ``from_pretrained``."""
+        from ..config import from_dict
+        from .export import read_export
+
+        cfg = from_dict(ModelConfig, read_export(Path(folder))["model_config"], "vitalssl.json model_config")
+        return cls(TinyTimeMixerModel.from_pretrained(Path(folder)), cfg, device)
 
     @classmethod
     def random(cls, cfg: ModelConfig, seed: int, device="cpu") -> "PretrainedEncoder":

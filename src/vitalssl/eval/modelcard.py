@@ -1,0 +1,115 @@
+"""The model card of an exported encoder: data, recipe, the evaluation table with intervals, use and limits.
+
+Every number in the card's tables is read from the evaluation's metrics (``metrics/evaluate.json``) by
+:func:`card_rows`, so a test can check the card against the file it was written from.
+"""
+
+from __future__ import annotations
+
+import math
+
+RECON_SETTING = "random_r40"
+
+
+def _fmt(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.3f}"
+
+
+def report_split(metrics: dict) -> str:
+    """The split the card reports: ``test`` when it was evaluated, else ``val`` (and the card says so)."""
+    return "test" if "test" in metrics else "val"
+
+
+def reconstruction_rows(metrics: dict) -> list[tuple]:
+    """``(setting, channel, model MSE, best baseline, baseline MSE, difference, ci_low, ci_high)`` rows."""
+    split = report_split(metrics)
+    rows = []
+    for key, e in metrics[split]["reconstruction"].items():
+        for ch in ("ppg", "ecg", "all"):
+            best = e["best_baseline"][ch]
+            d = e["model_minus_best"][ch]
+            rows.append((key, ch, e["model"][ch], best, e[best][ch], d["value"], d["ci_low"], d["ci_high"]))
+    return rows
+
+
+def task_rows(metrics: dict) -> list[tuple]:
+    """``(task, method, score name, value, ci_low, ci_high)`` rows of the report split's tasks.
+
+    Reads ``tasks`` (one entry per task, scored per method) when the evaluation has it, else the
+    regression ``probes``; a skipped task gives one row whose method is ``skipped`` and value its reason.
+    """
+    split = report_split(metrics)
+    block = metrics[split].get("tasks", metrics[split].get("probes", {}))
+    rows = []
+    for task, entry in block.items():
+        if "skipped" in entry:
+            rows.append((task, "skipped", entry["skipped"], None, None, None))
+            continue
+        for method, res in entry.items():
+            if not isinstance(res, dict):
+                continue
+            for score in ("r2", "mae", "auroc", "auprc"):
+                if score in res and isinstance(res[score], dict):
+                    s = res[score]
+                    rows.append((task, method, score, s["value"], s.get("ci_low"), s.get("ci_high")))
+    return rows
+
+
+def render_card(metrics: dict, export_doc: dict, data_summary: dict, ci: float) -> str:
+    """The card as Markdown. ``data_summary``: windows and subjects per split (from the window sidecars)."""
+    split = report_split(metrics)
+    pre, cfg, ck = export_doc["preprocessing"], export_doc["model_config"], export_doc["checkpoint"]
+    lines = [
+        "---", "library_name: granite-tsfm", "tags: [time-series, biosignals, ppg, ecg, vitaldb, self-supervised]",
+        "---", "",
+        "# vitalssl TinyTimeMixer encoder (PPG + ECG, masked signal modeling)", "",
+        "A TinyTimeMixer encoder pretrained by masked signal modeling on 10-s PPG + ECG windows from VitalDB-format "
+        "intraoperative recordings. Load it with granite-tsfm alone:", "",
+        "```python",
+        "from tsfm_public.models.tinytimemixer import TinyTimeMixerModel",
+        "enc = TinyTimeMixerModel.from_pretrained(\"<this folder>\").eval()",
+        "z = enc(past_values=x.transpose(1, 2)).last_hidden_state  # x [B, C, L] -> z [B, C, N_p, D]",
+        "```", "",
+        "## Input contract", "",
+        f"- Channels, in order: {', '.join(pre['channels'])} (tracks {pre['source_tracks']['PPG']}, "
+        f"{pre['source_tracks']['ECG']}).",
+        f"- {pre['window_s']:g} s windows of {pre['window_samples']} samples at {pre['sampling_rate_hz']:g} Hz, "
+        f"resampled from {pre['native_sampling_rate_hz']:g} Hz ({pre['resampling']}).",
+        f"- Zero-phase {pre['band_pass']['type']} band-pass of order {pre['band_pass']['order']}: PPG "
+        f"{pre['band_pass']['PPG_hz']} Hz, ECG {pre['band_pass']['ECG_hz']} Hz.",
+        f"- {pre['normalisation']}; layout {pre['layout']}, {pre['dtype']}.",
+        "- The full contract, and the decoder's shape, are in `vitalssl.json`.", "",
+        "## Training data and recipe", "",
+    ]
+    lines += [f"- {s}: {d['windows']} windows from {d['subjects']} subjects" for s, d in data_summary.items()]
+    lines += [
+        f"- Checkpoint `{ck['file']}` (epoch {ck['epoch'] + 1}, chosen by validation loss {_fmt(ck['best_val_loss'])}); "
+        f"sha256 {ck['sha256'][:16]}...",
+        f"- Model: d_model {cfg['d_model']}, {cfg['num_layers']} layers, patch {cfg['patch_length']}, "
+        f"mode {cfg['mode']}, scaling {cfg['scaling']}.", "",
+        f"## Evaluation ({split} split, {int(round(ci * 100))}% subject-bootstrap intervals)", "",
+        f"Reported on the {split} split; no choice of checkpoint, recipe or probe penalty used it."
+        if split == "test" else
+        "Only the val split was evaluated, and val also chose the checkpoint: these numbers are optimistic.", "",
+        "### Masked reconstruction (MSE on hidden samples, z-scored units)", "",
+        "| setting | channel | model | best baseline | baseline | model - baseline | interval |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {k} | {ch} | {_fmt(m)} | {b} | {_fmt(bm)} | {_fmt(d)} | [{_fmt(lo)}, {_fmt(hi)}] |"
+              for k, ch, m, b, bm, d, lo, hi in reconstruction_rows(metrics)]
+    lines += ["", "### Downstream tasks (linear probes on frozen embeddings, and baselines)", "",
+              "| task | method | score | value | interval |", "|---|---|---|---|---|"]
+    for task, method, score, v, lo, hi in task_rows(metrics):
+        if method == "skipped":
+            lines.append(f"| {task} | skipped | {score} | | |")
+        else:
+            lines.append(f"| {task} | {method} | {score} | {_fmt(v)} | [{_fmt(lo)}, {_fmt(hi)}] |")
+    lines += ["", "## Intended use and limits", "",
+              "- Research use: a starting point for fine-tuning or probing on perioperative PPG/ECG. "
+              "Not a medical device; no output of it is a clinical measurement.",
+              "- Trained on the windows the project's quality gate kept: expect worse latents on signals it "
+              "rejects (clipped, flat, disconnected, heavy motion).",
+              "- Windows must follow the input contract above (rate, channel order, band-pass, per-window z-score).",
+              "- The numbers above come from the data named in this card; on the built-in synthetic demo they "
+              "show the pipeline works, not clinical validity.", ""]
+    return "\n".join(lines)
