@@ -600,7 +600,7 @@ def _(env):
     _cut(work / "state.pt")
     env.protect(work / "state.pt")
     r = env.pretrain("--resume")
-    return r, r.err, ["--resume", str(work / "state.pt"), "truncated or corrupt"]
+    return r, r.err, ["--resume", str(work / "state.pt"), "truncated"]
 
 
 @row("truncated state.pt, run again without flags", code=0)
@@ -610,8 +610,8 @@ def _(env):
     _cut(work / "state.pt")
     cut = (work / "state.pt").read_bytes()
     r = env.pretrain("--epochs", "1")
-    [aside] = list(work.glob("state.pt.corrupt-*"))
-    assert aside.read_bytes() == cut  # kept, whole, after the finished run
+    [aside] = list(env.root.glob(".out.resume.corrupt-*"))  # beside the work dir, not in any output
+    assert (aside / "state.pt").read_bytes() == cut  # kept, whole, after the finished run
     assert (env.root / "out" / "best_model.pt").exists()
     lines = [ln for ln in r.out.splitlines() if "cannot be read" in ln]
     assert len(lines) == 1
@@ -631,7 +631,10 @@ def _(env):
     r = env.pretrain(params=env.pretrain_params(mask_ratio=0.6, epochs=1))
     lines = [ln for ln in r.out.splitlines() if "another run" in ln]
     assert len(lines) == 1
-    return r, lines[0], ["state.pt", "differs in: config", "discarding it and starting fresh"]
+    [aside] = list(env.root.glob(".out.resume.other-run-*"))
+    assert (aside / "state.pt").read_bytes() == (env.shared["state"] / "state.pt").read_bytes()  # kept
+    return r, lines[0], ["state.pt", "differs in: config.epochs (2 -> 1), config.mask_ratio (0.4 -> 0.6)", "moved aside", aside.name,
+                         "starting fresh"]
 
 
 @row("run again without --resume: a matching state is continued", code=0)
@@ -755,7 +758,10 @@ def test_debug_environment_variable_keeps_the_traceback(shared, tmp_path, capsys
 @row("a crash while publishing leaves the earlier outputs whole", code=0)
 def _(env):
     from vitalssl.ssl import outputs
+    from vitalssl.ssl.folders import mark
     out, _ = env.earlier_run(state=False)
+    mark(out)  # a folder an earlier run published: replaced whole
+    env.protect(out)
     work = env.root / "work"
     work.mkdir()
     (work / "best_model.pt").write_bytes(b"new best model")

@@ -33,7 +33,7 @@ def test_outputs_checkpoints_and_rebuild(tiny_cfg, window_dir, tmp_path):
     cfg = tiny_cfg(epochs=4, save_interval=2)
     res = _run(cfg, window_dir, tmp_path)
     out = tmp_path / "out"
-    names = sorted(p.name for p in out.iterdir())
+    names = sorted(p.name for p in out.iterdir() if p.name != ".vitalssl-made")  # the folder's marker
     assert names == ["best_model.pt", "checkpoint_epoch_2.pt", "checkpoint_epoch_4.pt", "last_model.pt",
                      "loss_curves.png", "training_config.json", "training_history.json"]
     assert not (tmp_path / "work").exists()  # resumable state is cleared once the outputs are published
@@ -347,12 +347,15 @@ def test_publish_swaps_whole_folders_and_recovers_a_parked_old_one(tmp_path):
 
     work, out = tmp_path / "work", tmp_path / "out"
     work.mkdir()
-    (work / "a.pt").write_text("new")
+    (work / "best_model.pt").write_text("new")
     (work / "state.pt").write_text("state")
-    (work / "b.tmp.pt").write_text("half")
+    (work / "last_model.tmp.pt").write_text("half")
     # an earlier publish crashed between its renames: only the parked old folder exists
+    from vitalssl.ssl.folders import mark
     (tmp_path / "out.old").mkdir()
-    (tmp_path / "out.old" / "a.pt").write_text("old")
+    mark(tmp_path / "out.old")
+    (tmp_path / "out.old" / "best_model.pt").write_text("old")
     publish(work, out)
-    assert sorted(p.name for p in out.iterdir()) == ["a.pt"] and (out / "a.pt").read_text() == "new"
+    assert sorted(p.name for p in out.iterdir()) == [".vitalssl-made", "best_model.pt"]
+    assert (out / "best_model.pt").read_text() == "new"
     assert not (tmp_path / "out.old").exists() and not (tmp_path / "out.new").exists()

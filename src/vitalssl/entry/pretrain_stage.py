@@ -9,6 +9,7 @@ from typing import Optional
 from ..atomic import atomic_write_text, write_json
 from ..config import ConfigError, from_dict, merge
 from ..ssl.config import PretrainConfig
+from ..ssl.folders import check_run_paths
 from ..ssl.outputs import history_csv
 from ..ssl.resume import remove_work_dir
 from ..ssl.train import pretrain
@@ -30,6 +31,7 @@ def run_pretrain(cfg: PretrainConfig, data_dir: Path, output_dir: Path, work_dir
                  metrics_path: Optional[Path] = None, plots_path: Optional[Path] = None, resume: str = "auto",
                  progress: bool = True, log=print) -> dict:
     """Train, then write the run's summary (DVC metrics) and per-epoch history (DVC plots) on rank 0."""
+    check_run_paths(data_dir, output_dir, work_dir, {"--metrics": metrics_path, "--plots": plots_path})
     res = pretrain(cfg, data_dir, output_dir, work_dir, resume=resume, keep_state=True, progress=progress,
                    log=log)
     if res["rank"] == 0:

@@ -2,15 +2,19 @@
 
 The work directory (outside DVC's outputs, which ``dvc repro``/``dvc exp run``
 clear) holds the outputs so far and ``state.pt``: weights, optimizer and
-GradScaler state, history, epoch, and the run key. The key hashes params, code
+GradScaler state, history, epoch, and the run key. The key hashes what changes
+the numbers: the params (less those that only say where or how often to run, see
+:data:`HARMLESS`, with the device's kind and autocast dtype in their place), code
 and data; a state made by another run is never continued.
 
 Policies: ``auto`` continues a matching state and otherwise starts fresh,
 saying why (the DVC stage and the command line's default); ``require``
 (``--resume``) fails unless a matching state exists; ``fresh`` (``--fresh``)
-discards any state on purpose. A state that cannot be read is never deleted:
-``auto`` moves it aside as ``state.pt.corrupt-<time>`` (kept after the run) and
-starts fresh, ``require`` fails naming the file and leaves it in place.
+discards any state on purpose. ``auto`` never deletes a state it does not
+continue: one that cannot be read, or was made by another run, is moved with that
+run's checkpoints beside the work directory (``<work>.corrupt-<time>``,
+``<work>.other-run-<time>``), kept for good, and the run starts fresh;
+``require`` fails naming the file and leaves it in place.
 """
 
 from __future__ import annotations
@@ -18,16 +22,18 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import shutil
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..config import to_dict
 from .checkpoint import CheckpointError, load_checkpoint, save_atomic
+from .folders import make_folder, move_aside, remove_own
 
 POLICIES = ("auto", "require", "fresh")
-CORRUPT_PREFIX = "state.pt.corrupt-"  # an unreadable state moved aside keeps this name (and a time stamp)
 KEY_PARTS = ("config", "code", "data", "world_size")
+# params that do not change a single number of the run: where it runs (``device``; its kind, which changes the
+# mask stream, and the autocast dtype are keyed instead), how data is fed and how often it logs and saves
+HARMLESS = ("device", "amp", "num_workers", "log_interval", "save_interval")
 
 
 class ResumeMismatchError(RuntimeError):
@@ -46,12 +52,49 @@ class RunKey:
         return cls(parts, hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest())
 
 
+def numeric_config(cfg, device_type: str, autocast: str) -> dict:
+    """The run key's config part: ``cfg`` without :data:`HARMLESS`, with the device kind and autocast dtype."""
+    return {**{k: v for k, v in to_dict(cfg).items() if k not in HARMLESS},
+            "device_type": device_type, "autocast": autocast}
+
+
+def _flat(d, prefix: str) -> dict:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}.{k}"))
+    return out
+
+
+def key_differences(old: dict, new: dict, most: int = 6) -> list[str]:
+    """What differs between two runs' key parts, as ``config.mask_ratio (0.4 -> 0.6)``, ``code``, ``data``."""
+    diff = []
+    for part in KEY_PARTS:
+        a, b = old.get(part), new.get(part)
+        if a == b:
+            continue
+        if part != "config" or not isinstance(a, dict):
+            diff.append(part)
+            continue
+        fa, fb = _flat(a, part), _flat(b, part)
+        diff += [f"{k} ({fa.get(k, 'unset')} -> {fb.get(k, 'unset')})" for k in sorted(set(fa) | set(fb))
+                 if fa.get(k, "unset") != fb.get(k, "unset")]
+    return diff[:most] + ([f"{len(diff) - most} more"] if len(diff) > most else [])
+
+
 @dataclass
 class Progress:
-    """Where a run stands: the next epoch to train, the history so far and the best val loss."""
+    """Where a run stands: the next epoch to train, the history so far and the best val loss.
+
+    ``aside``: why a state found was not continued and goes aside (``corrupt``, ``other-run``), and ``note``
+    what was wrong with it; :func:`prepare_work_dir` moves it.
+    """
     start_epoch: int = 0
     history: list = field(default_factory=list)
     best_val: float = math.inf
+    aside: str = ""
+    note: str = ""
 
 
 def load_or_start(work_dir: Path, key: RunKey, policy: str, model, optimizer, scaler, device,
@@ -76,17 +119,14 @@ def load_or_start(work_dir: Path, key: RunKey, policy: str, model, optimizer, sc
     except CheckpointError as e:
         if policy == "require":
             raise ResumeMismatchError(f"--resume: {e}") from e
-        aside = path.with_name(f"{CORRUPT_PREFIX}{time.strftime('%Y%m%d-%H%M%S')}")
-        path.rename(aside)
-        log(f"resumable state {path} cannot be read ({e}); moved aside to {aside}, starting fresh")
-        return Progress()
+        return Progress(aside="corrupt", note=f"resumable state {path} cannot be read ({e})")
     if state.get("key") != key.digest:
-        diff = [k for k in KEY_PARTS if state.get("key_parts", {}).get(k) != key.parts[k]]
+        old = state.get("key_parts")
+        diff = key_differences(old, key.parts) if isinstance(old, dict) else []
         msg = f"resumable state {path} was made by another run (differs in: {', '.join(diff) or 'unknown'})"
         if policy == "require":
             raise ResumeMismatchError(f"--resume: {msg}; refusing to resume. Run with --fresh to discard it.")
-        log(msg + "; discarding it and starting fresh")
-        return Progress()
+        return Progress(aside="other-run", note=msg)
     model.encoder.load_state_dict(state["encoder_state_dict"])
     model.decoder.load_state_dict(state["decoder_state_dict"])
     optimizer.load_state_dict(state["optimizer_state_dict"])
@@ -95,14 +135,16 @@ def load_or_start(work_dir: Path, key: RunKey, policy: str, model, optimizer, sc
     return Progress(state["epoch"] + 1, list(state["history"]), state["best_val_loss"])
 
 
-def prepare_work_dir(work_dir: Path, progress: Progress) -> None:
-    """A fresh start empties the work directory (keeping states moved aside); a resumed run keeps it."""
+def prepare_work_dir(work_dir: Path, progress: Progress, log=print) -> None:
+    """A fresh start clears the run's files from the work directory, first moving a state that was not continued
+    aside with its run's checkpoints; a resumed run keeps it. Files of other names are never touched."""
     work_dir = Path(work_dir)
     if progress.start_epoch == 0 and work_dir.exists():
-        for p in work_dir.iterdir():
-            if not p.name.startswith(CORRUPT_PREFIX):
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-    work_dir.mkdir(parents=True, exist_ok=True)
+        if progress.aside:
+            aside = move_aside(work_dir, progress.aside)
+            log(f"{progress.note}; moved aside to {aside} (kept), starting fresh")
+        remove_own(work_dir)
+    make_folder(work_dir)
 
 
 def save_state(work_dir: Path, checkpoint: dict, history: list, key: RunKey, scaler) -> None:
@@ -112,15 +154,8 @@ def save_state(work_dir: Path, checkpoint: dict, history: list, key: RunKey, sca
 
 
 def remove_work_dir(work_dir: Path, log=print) -> None:
-    """Remove a finished run's work directory; states moved aside stay, and the log says where."""
-    work_dir = Path(work_dir)
-    if not work_dir.exists():
-        return
-    kept = sorted(p for p in work_dir.iterdir() if p.name.startswith(CORRUPT_PREFIX))
-    if not kept:
-        shutil.rmtree(work_dir, ignore_errors=True)
-        return
-    for p in work_dir.iterdir():
-        if p not in kept:
-            shutil.rmtree(p) if p.is_dir() else p.unlink()
-    log(f"kept {len(kept)} unreadable resumable state(s) moved aside earlier: {', '.join(str(p) for p in kept)}")
+    """Remove a finished run's files from its work directory, and the directory if the run made it and nothing
+    else is in it; the log names what was left."""
+    left = remove_own(work_dir)
+    if left:
+        log(f"kept {work_dir}: it holds files the run did not write ({', '.join(left)})")

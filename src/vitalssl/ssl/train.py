@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import random
-import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -32,12 +31,13 @@ from .checkpoint import make_checkpoint, save_atomic
 from .config import PretrainConfig
 from .distributed import all_reduce_sum, barrier, device_kind, pick_device, setup_distributed, unwrap
 from .fingerprint import code_fingerprint, data_fingerprint
+from .folders import check_run_paths
 from .losses import masked_mse, msm_objective
 from .masking import make_mask
 from .model import MaskedTTM, ttm_config
 from .outputs import plot_history, publish
 from .prefetch import Prefetcher
-from .resume import RunKey, load_or_start, prepare_work_dir, save_state
+from .resume import RunKey, load_or_start, numeric_config, prepare_work_dir, remove_work_dir, save_state
 from .schedule import lr_at
 from .tally import NonFiniteLossError, StepTally
 
@@ -237,6 +237,7 @@ def pretrain(cfg: PretrainConfig, data_dir: Path, output_dir: Path, work_dir: Pa
     directory is removed once the outputs are published, unless ``keep_state`` (the caller still
     has outputs to write and removes it itself).
     """
+    check_run_paths(data_dir, output_dir, work_dir)
     rank, world, local_rank, own_group = setup_distributed(device_kind(cfg.device))
     try:
         return _pretrain(cfg, Path(data_dir), Path(output_dir), Path(work_dir), resume, keep_state, progress,
@@ -262,15 +263,16 @@ def _pretrain(cfg, data_dir, output_dir, work_dir, resume, keep_state, progress,
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE", world))))
     set_seed(cfg.seed)
     train_ds, val_ds = load_windows(cfg, data_dir)
-    key = RunKey.of(config=to_dict(cfg), code=code_fingerprint(),
-                    data=data_fingerprint([train_ds.path, val_ds.path]), world_size=world)
+    key = RunKey.of(config=numeric_config(cfg, device.type, _amp_name(device, cfg.amp)),
+                    code=code_fingerprint(), data=data_fingerprint([train_ds.path, val_ds.path]),
+                    world_size=world)
     model = MaskedTTM(cfg.model).to(device)
     optimizer = build_optimizer(model, cfg)
     scaler = make_scaler(device, cfg.amp)
     state = load_or_start(work_dir, key, resume, model, optimizer, scaler, device, log)
     barrier(world)  # every rank has read the state before rank 0 may clear the work dir
     if is_main:
-        prepare_work_dir(work_dir, state)
+        prepare_work_dir(work_dir, state, log)
         if state.start_epoch == 0:
             write_json(work_dir / "training_config.json",
                        {**to_dict(cfg), "data_dir": str(data_dir), "train_file": train_ds.path.name,
@@ -328,7 +330,7 @@ def _pretrain(cfg, data_dir, output_dir, work_dir, resume, keep_state, progress,
         plot_history(history, work_dir / "loss_curves.png")
         publish(work_dir, output_dir)
         if not keep_state:
-            shutil.rmtree(work_dir, ignore_errors=True)
+            remove_work_dir(work_dir, log)
         log(f"Done: best val loss {summary['best']['val_loss']:.4f} at epoch {summary['best']['epoch']}; val MSM "
             f"{summary['best']['val_msm']:.4f} vs zero-fill {zero_fill:.4f}; outputs in {output_dir}")
     barrier(world)
