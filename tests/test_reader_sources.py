@@ -73,7 +73,7 @@ def test_corrupt_gzip_payload_is_unreadable(tmp_path):
 
 def _data_cfg(tmp_path, source, **kw):
     d = dict(source=source, local_dir=str(tmp_path / "local"), clinical_csv=None,
-             cache_dir=str(tmp_path / "cache"), download_retries=0, demo_dir=str(tmp_path / "demo"))
+             cache_dir=str(tmp_path / "cache"), download_retries=0, api_url="https://api.vitaldb.net", demo_dir=str(tmp_path / "demo"))
     d.update(kw)
     return DataConfig(**d)
 
