@@ -131,7 +131,7 @@ def test_vitaldb_source_downloads_into_cache(tmp_path, monkeypatch):
     write_case(tmp_path / "src.vital", 4, ppg, ecg, 20)
     real = vitaldb.VitalFile
     monkeypatch.setattr(vitaldb, "VitalFile", lambda caseid: real(str(tmp_path / "src.vital")))
-    src = VitalDBSource(tmp_path / "cache", 1, None)
+    src = VitalDBSource(tmp_path / "cache", 1, None, "https://api.vitaldb.net")
     path = src.case_path(4)
     assert path == tmp_path / "cache" / "4.vital" and not list((tmp_path / "cache").glob("*.tmp"))
     np.testing.assert_array_equal(real(str(path)).get_track_samples("SNUADC/PLETH", 1 / 500),
