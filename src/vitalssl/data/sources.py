@@ -7,8 +7,11 @@
     this way) and, optionally, a clinical-table CSV with ``caseid`` and ``subjectid``.
 ``vitaldb``
     the open VitalDB API through the ``vitaldb`` package. Each case is downloaded once
-    into ``data.cache_dir`` as ``<caseid>.vital`` (with retries); the clinical table is
-    cached there as ``clinical.csv``.
+    into ``data.cache_dir`` as ``<caseid>.vital`` (with retries); the clinical table
+    (``{data.api_url}/cases``) and the track table (``{data.api_url}/trks``) are cached there
+    as ``clinical.csv`` and ``trks.csv`` (:mod:`vitalssl.data.clinical`).
+
+Every source gives each case's track list (``track_lists``) and the clinical columns (``clinical``).
 """
 
 from __future__ import annotations
