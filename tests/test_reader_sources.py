@@ -73,7 +73,7 @@ def test_corrupt_gzip_payload_is_unreadable(tmp_path):
 
 def _data_cfg(tmp_path, source, **kw):
     d = dict(source=source, local_dir=str(tmp_path / "local"), clinical_csv=None,
-             cache_dir=str(tmp_path / "cache"), download_retries=0, demo_dir=str(tmp_path / "demo"))
+             cache_dir=str(tmp_path / "cache"), download_retries=0, api_url="https://api.vitaldb.net", demo_dir=str(tmp_path / "demo"))
     d.update(kw)
     return DataConfig(**d)
 
@@ -131,7 +131,7 @@ def test_vitaldb_source_downloads_into_cache(tmp_path, monkeypatch):
     write_case(tmp_path / "src.vital", 4, ppg, ecg, 20)
     real = vitaldb.VitalFile
     monkeypatch.setattr(vitaldb, "VitalFile", lambda caseid: real(str(tmp_path / "src.vital")))
-    src = VitalDBSource(tmp_path / "cache", 1, None)
+    src = VitalDBSource(tmp_path / "cache", 1, None, "https://api.vitaldb.net")
     path = src.case_path(4)
     assert path == tmp_path / "cache" / "4.vital" and not list((tmp_path / "cache").glob("*.tmp"))
     np.testing.assert_array_equal(real(str(path)).get_track_samples("SNUADC/PLETH", 1 / 500),

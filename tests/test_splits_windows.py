@@ -14,6 +14,8 @@ from vitalssl.data.config import DataConfig, SplitConfig
 from vitalssl.entry.data_stages import run_build_windows, run_demo, run_prepare_splits
 from vitalssl.data.sources import LocalSource
 from vitalssl.data.splits import select_cases, split_cases, splits_document
+
+TRACKS = ("SNUADC/PLETH", "SNUADC/ECG_II")
 from vitalssl.data.windows import build_split
 
 
@@ -72,10 +74,10 @@ def demo_run(tmp_path_factory, params):
     root = tmp_path_factory.mktemp("demo_run")
     dcfg = replace(from_dict(DemoConfig, params["demo"], "demo"), n_cases=12, n_subjects=9, duration_s=(120, 180))
     data = DataConfig(source="demo", demo_dir=str(root / "demo"), local_dir="", clinical_csv=None, cache_dir="",
-                      download_retries=0)
+                      download_retries=0, api_url="https://api.vitaldb.net")
     run_demo(dcfg, root / "demo", progress=False)
     scfg = _scfg(mode="fasttrack", fasttrack_cases=12, case_set="bis", train=0.5, val=0.25, test=0.25)
-    run_prepare_splits(data, scfg, root / "splits.json")
+    run_prepare_splits(data, scfg, root / "splits.json", TRACKS)
     w = dict(params["windows"])
     wcfg = from_dict(WindowConfig, w, "windows")
     report = run_build_windows(data, wcfg, root / "splits.json", "train", root / "win", root / "m.json",
@@ -85,7 +87,7 @@ def demo_run(tmp_path_factory, params):
 
 def test_prepare_splits_is_byte_identical_and_subject_disjoint(demo_run, tmp_path):
     root, data, scfg, _, _ = demo_run
-    run_prepare_splits(data, scfg, tmp_path / "again.json")
+    run_prepare_splits(data, scfg, tmp_path / "again.json", TRACKS)
     assert (root / "splits.json").read_bytes() == (tmp_path / "again.json").read_bytes()
     doc = json.loads((root / "splits.json").read_text())
     subj = [set(doc[s]["subjects"]) for s in ("train", "val", "test")]

@@ -17,11 +17,14 @@ class DataConfig:
     cache_dir: str              # download cache for `vitaldb`
     download_retries: int
     demo_dir: str               # where the demo stage writes its cases
+    api_url: str                # VitalDB API base (cases/trks tables, case files) for `vitaldb`
 
     def __post_init__(self):
         check(self.source in ("demo", "local", "vitaldb"), "data.source",
                f"{self.source!r} is not one of demo, local, vitaldb")
         check(self.download_retries >= 0, "data.download_retries", "must be >= 0")
+        check(self.api_url.startswith(("http://", "https://")), "data.api_url",
+               f"{self.api_url!r} is not an http(s) URL")
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,11 @@
     this way) and, optionally, a clinical-table CSV with ``caseid`` and ``subjectid``.
 ``vitaldb``
     the open VitalDB API through the ``vitaldb`` package. Each case is downloaded once
-    into ``data.cache_dir`` as ``<caseid>.vital`` (with retries); the clinical table is
-    cached there as ``clinical.csv``.
+    into ``data.cache_dir`` as ``<caseid>.vital`` (with retries); the clinical table
+    (``{data.api_url}/cases``) and the track table (``{data.api_url}/trks``) are cached there
+    as ``clinical.csv`` and ``trks.csv`` (:mod:`vitalssl.data.clinical`).
+
+Every source gives each case's track list (``track_lists``) and the clinical columns (``clinical``).
 """
 
 from __future__ import annotations
@@ -22,8 +25,10 @@ from typing import Optional
 import vitaldb
 
 from ..atomic import atomic_write
+from .clinical import case_id, check_cases_table, fetch_table, parse_track_table, read_clinical_columns
 from .config import DataConfig
 from .reader import CaseError
+from .vitalfile import VitalFileError, list_tracks
 
 
 def case_set_ids(name: str) -> Optional[set[int]]:
@@ -35,15 +40,6 @@ def case_set_ids(name: str) -> Optional[set[int]]:
         known = sorted(a[len("caseids_"):] for a in dir(vitaldb) if a.startswith("caseids_"))
         raise ValueError(f"invalid param `splits.case_set`: {name!r}; allowed: all, {', '.join(known)}")
     return set(getattr(vitaldb, attr))
-
-
-def _case_id(text: str) -> Optional[int]:
-    """A case id written as an integer (``3``, ``0003``, or ``3.0`` as pandas writes a column with gaps)."""
-    try:
-        v = float(text)
-    except ValueError:
-        return None
-    return int(v) if v.is_integer() and v >= 0 else None
 
 
 def _subject_label(text: str) -> str:
@@ -81,7 +77,7 @@ def read_clinical(path: Path, notes: Optional[list] = None) -> dict[int, str]:
         if not case_text or not subj_text:
             skipped.append(line)
             continue
-        caseid = _case_id(case_text)
+        caseid = case_id(case_text)
         if caseid is None:
             raise ValueError(f"clinical table {path}, line {line}, column caseid: {case_text!r} is not a case id "
                              f"(a non-negative integer)")
@@ -150,6 +146,20 @@ class LocalSource:
     def subjects(self) -> Optional[dict[int, str]]:
         return read_clinical(self.clinical_csv, self.notes) if self.clinical_csv else None
 
+    def clinical(self) -> tuple[list[str], dict[int, dict]]:
+        """The clinical columns of the table (none without one) and their typed values by case."""
+        return read_clinical_columns(self.clinical_csv) if self.clinical_csv else ([], {})
+
+    def track_lists(self, caseids: list[int]) -> dict[int, Optional[set]]:
+        """Each case's track names from its file's track packets (no sample is read); None where unreadable."""
+        out = {}
+        for c in caseids:
+            try:
+                out[c] = set(list_tracks(self.case_path(c)))
+            except VitalFileError:
+                out[c] = None
+        return out
+
     def case_path(self, caseid: int) -> Path:
         return self.paths.get(caseid, self.dir / f"{caseid}.vital")
 
@@ -159,8 +169,9 @@ class VitalDBSource:
 
     name = "vitaldb"
 
-    def __init__(self, cache_dir: Path, retries: int, case_set: Optional[set[int]]):
+    def __init__(self, cache_dir: Path, retries: int, case_set: Optional[set[int]], api_url: str):
         self.dir, self.retries, self.case_set = Path(cache_dir), retries, case_set
+        self.api_url = api_url.rstrip("/")
         self.notes: list[str] = []
         self.dir.mkdir(parents=True, exist_ok=True)
 
@@ -177,13 +188,17 @@ class VitalDBSource:
 
     def _clinical_path(self) -> Path:
         path = self.dir / "clinical.csv"
-        if not path.exists():
-            def fetch():
-                import pandas as pd
-                df = pd.read_csv(f"{vitaldb.dataset.api_url}/cases")
-                atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
-            self._retry("downloading the VitalDB clinical table", fetch)
-        return path
+        return fetch_table(f"{self.api_url}/cases", path, lambda text: check_cases_table(path, text), self.retries)
+
+    def clinical(self) -> tuple[list[str], dict[int, dict]]:
+        return read_clinical_columns(self._clinical_path())
+
+    def track_lists(self, caseids: list[int]) -> dict[int, Optional[set]]:
+        """Each case's track names from the API's track table (cached as ``trks.csv``); a case it lacks has none."""
+        path = self.dir / "trks.csv"
+        fetch_table(f"{self.api_url}/trks", path, lambda text: parse_track_table(path, text), self.retries)
+        table = parse_track_table(path, path.read_text())
+        return {c: table.get(c, set()) for c in caseids}
 
     def available(self) -> list[int]:
         if self.case_set is not None:
@@ -216,4 +231,4 @@ def make_source(cfg: DataConfig, case_set: Optional[set[int]] = None):
         return LocalSource("demo", Path(cfg.demo_dir), Path(cfg.demo_dir) / "clinical.csv")
     if cfg.source == "local":
         return LocalSource("local", Path(cfg.local_dir), Path(cfg.clinical_csv) if cfg.clinical_csv else None)
-    return VitalDBSource(Path(cfg.cache_dir), cfg.download_retries, case_set)
+    return VitalDBSource(Path(cfg.cache_dir), cfg.download_retries, case_set, cfg.api_url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from typing import Optional
 
@@ -75,17 +76,41 @@ def split_cases(caseids: list[int], subject_of: Optional[dict[int, str]], cfg: S
     return out
 
 
-def splits_document(caseids, subject_of, cfg: SplitConfig, source: str) -> tuple[dict, str]:
-    """The splits JSON (as dict and as canonical text: same params -> same bytes)."""
+def splits_document(caseids, subject_of, cfg: SplitConfig, source: str, clinical=None,
+                    track_filter: Optional[dict] = None) -> tuple[dict, str]:
+    """The splits JSON (as dict and as canonical text: same params -> same bytes).
+
+    ``clinical`` = (columns, caseid -> {column: value}) from the clinical table goes under
+    ``clinical``, for the chosen cases (NaN and missing text as null); ``track_filter``, the
+    report of the cases dropped for a missing track, goes under ``provenance``.
+    """
     body = split_cases(caseids, subject_of, cfg)
+    columns, values = clinical or ([], {})
     doc = {
         "provenance": {"source": source, "params": to_dict(cfg),
                        "counts": {s: len(body[s]["caseids"]) for s in SPLITS},
                        "subject_level": not body["case_level_cases"],
-                       "case_level_fallback": len(body["case_level_cases"])},
+                       "case_level_fallback": len(body["case_level_cases"]),
+                       **({"track_filter": track_filter} if track_filter is not None else {})},
+        "clinical": {"columns": list(columns),
+                     "cases": {str(c): {k: _json_value(v) for k, v in values[c].items()}
+                               for c in sorted(caseids) if c in values}},
         **body,
     }
-    return doc, json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    return doc, json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n"
+
+
+def _json_value(v):
+    return None if isinstance(v, float) and math.isnan(v) else v
+
+
+def split_clinical_of(doc, path) -> dict[int, dict]:
+    """caseid -> {clinical column: value} of a splits document (none for a file without a ``clinical`` entry)."""
+    part = doc.get("clinical", {"cases": {}})
+    cases = part.get("cases") if isinstance(part, dict) else None
+    if not isinstance(cases, dict) or not all(isinstance(v, dict) for v in cases.values()):
+        raise ValueError(f"split file {path}: `clinical` needs `cases`, an object of case id -> column values")
+    return {int(c): {k: (math.nan if v is None else v) for k, v in row.items()} for c, row in cases.items()}
 
 
 def split_cases_of(doc, split: str, path) -> list[tuple[int, Optional[str]]]:

@@ -144,11 +144,7 @@ class VitalFile:
 def read_vital(path: Path, track_names: list[str] | None) -> VitalFile:
     """Read the tracks selected by ``track_names`` (None: all); raise :class:`VitalFileError` if the file is not whole."""
     path = Path(path)
-    body, ended = _inflate(path)
-    if body[:4] != b"VITA"[:len(body)]:
-        raise VitalFileError("unreadable", f"{path.name} is not a .vital file (no VITA signature)")
-    if not ended:
-        raise VitalFileError("truncated", f"{path.name} ends before its gzip stream does (the file was cut short)")
+    body = _whole_body(path)
     first = 10 + struct.unpack_from("<H", body, 8)[0] if len(body) >= 10 else len(body) + 1
     if first > len(body):
         raise _cut(path, "its file header")
@@ -163,6 +159,48 @@ def read_vital(path: Path, track_names: list[str] | None) -> VitalFile:
     for trk in vf.trks.values():
         trk._finish(body)
     return vf
+
+
+def _whole_body(path: Path) -> bytes:
+    """The inflated body of a ``.vital`` file whose gzip stream is whole and which starts with ``VITA``."""
+    body, ended = _inflate(path)
+    if body[:4] != b"VITA"[:len(body)]:
+        raise VitalFileError("unreadable", f"{path.name} is not a .vital file (no VITA signature)")
+    if not ended:
+        raise VitalFileError("truncated", f"{path.name} ends before its gzip stream does (the file was cut short)")
+    return body
+
+
+def list_tracks(path: Path) -> list[str]:
+    """The ``device/name`` of every track a ``.vital`` file declares, in file order, as
+    ``read_vital(path, None).trks`` names them, without reading any sample.
+
+    Only the device and track-info packets are parsed; records are stepped over by their length.
+    The walk stops where vitaldb's does (a packet of length 0, a packet over 1 MB in a file not
+    marked packed, a device or track packet too short to read).
+    """
+    path = Path(path)
+    body = _whole_body(Path(path))
+    n = len(body)
+    if n < 10 or 10 + struct.unpack_from("<H", body, 8)[0] > n:
+        raise _cut(path, "its file header")
+    headerlen = struct.unpack_from("<H", body, 8)[0]
+    packed = headerlen >= 27 and body[10 + 26] == 1
+    names, did_dname, pos = {}, {}, 10 + headerlen
+    while pos + 5 <= n:
+        ptype, plen = _head(body, pos)
+        start, pos = pos + 5, pos + 5 + plen
+        if (plen > UNPACKED_MAX_PACKET and not packed) or min(pos, n) == start:
+            break
+        try:
+            if ptype == DEVINFO:
+                did, name = _devinfo(body[start:pos])
+                did_dname[did] = name
+            elif ptype == TRKINFO and (info := _trkinfo(body[start:pos], plen, None, did_dname)) is not None:
+                names[info[2].dtname] = None
+        except struct.error:
+            break
+    return list(names)
 
 
 def _cut(path: Path, where: str) -> VitalFileError:

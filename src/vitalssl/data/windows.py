@@ -7,6 +7,7 @@ examples (:mod:`vitalssl.data.gatefigure`).
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from ..atomic import tmp_path, write_json
 from ..config import to_dict
 from ..windowfile import CHANNELS, NpyAppender
 from .casepool import CaseFailure, run_cases
+from .clinical import CLINICAL_COLUMNS
 from .config import WindowConfig
 from .dsp import bandpass, bandpass_sos, fill_gaps, resample
 from .gatefigure import ExampleBook, case_examples, plot_gate
@@ -114,8 +116,11 @@ def _window_labels(labels: dict, starts: np.ndarray, length: int, fs: float) -> 
     return out
 
 
-def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseWindows:
-    """Read, resample, filter, window, gate and normalise one case; format its rows for the CSV files."""
+def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig, clinical: dict | None = None) -> CaseWindows:
+    """Read, resample, filter, window, gate and normalise one case; format its rows for the CSV files.
+
+    ``clinical`` holds the case's clinical values (:data:`CLINICAL_COLUMNS`), repeated on each of its
+    windows' metadata rows; a column it lacks is empty."""
     try:
         sig = read_case(path, caseid, cfg.ppg_track, cfg.ecg_track, dict(cfg.label_tracks), cfg.native_srate)
     except CaseError as e:
@@ -143,6 +148,7 @@ def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseW
     labels = _window_labels(sig.labels, starts[kept], L, fs)
     meta = [[str(caseid)] * int(kept.sum()), _column([subjectid] * int(kept.sum())), _column(starts_s[kept])]
     meta += [_column(m[kept]) for m in measures] + [_column(labels[k]) for k in cfg.label_tracks]
+    meta += _clinical_cells(clinical or {}, int(kept.sum()))
     failed = [";".join(c for c in CRITERIA if fails[c][i]) for i in range(len(starts))]
     decisions = [[str(caseid)] * len(starts), _column(starts_s), _column(kept), failed] + [_column(m) for m in measures]
     examples = case_examples(caseid, starts_s, fails, margins(ppg, ecg, pair, cfg.gate),
@@ -151,10 +157,24 @@ def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig) -> CaseW
                        int(np.count_nonzero(pair["ecg_inverted"] & kept)), duration_s=len(sig.ppg) / cfg.native_srate)
 
 
+def _clinical_cells(values: dict, k: int) -> list:
+    """The clinical columns of ``k`` rows of one case: numbers as :func:`_column` writes them, text quoted as CSV."""
+    out = []
+    for col, kind in CLINICAL_COLUMNS.items():
+        v = values.get(col)
+        if kind is float:
+            cell = _column([math.nan if v is None else float(v)])[0]
+        else:
+            quote = v is not None and any(ch in v for ch in ',"\r\n')
+            cell = "" if v is None else ('"' + v.replace('"', '""') + '"' if quote else v)
+        out.append([cell] * k)
+    return out
+
+
 def _work(args) -> CaseWindows:
-    source, caseid, subjectid, cfg = args
+    source, caseid, subjectid, cfg, clinical = args
     try:
-        return process_case(source.case_path(caseid), caseid, subjectid, cfg)
+        return process_case(source.case_path(caseid), caseid, subjectid, cfg, clinical)
     except CaseError as e:
         return CaseWindows.failed(caseid, e, cfg.window_len)
     except Exception as e:  # one case's unforeseen input must not end a run over thousands: report it by case
@@ -191,9 +211,10 @@ def output_paths(out_dir: Path, split: str) -> dict:
 
 
 def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: str, progress: bool = True,
-                on_case=None) -> dict:
+                on_case=None, clinical: dict | None = None) -> dict:
     """Build a split's window file, its meta and decisions tables and gate figure (see :func:`output_paths`)
-    from ``cases`` = [(caseid, subjectid)] of ``source``.
+    from ``cases`` = [(caseid, subjectid)] of ``source``; ``clinical`` (caseid -> clinical values) fills
+    the metadata's clinical columns (empty for a case without values).
 
     Cases run in ``cfg.num_workers`` processes (:func:`vitalssl.data.casepool.run_cases`),
     one case in memory per worker, and are written in case order, so the output
@@ -218,9 +239,9 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
     book = ExampleBook()
     results = None
     try:
-        streams = [_CsvStream(paths["meta"], META_COLUMNS + label_cols),
+        streams = [_CsvStream(paths["meta"], META_COLUMNS + label_cols + list(CLINICAL_COLUMNS)),
                    _CsvStream(paths["decisions"], DECISION_COLUMNS)]
-        jobs = [(source, int(c), s, cfg) for c, s in cases]
+        jobs = [(source, int(c), s, cfg, (clinical or {}).get(int(c))) for c, s in cases]
         results = run_cases(_work, jobs, min(cfg.num_workers, max(len(jobs), 1)), cfg.case_timeout_s)
         for i, res in tqdm(results, total=len(jobs), desc=f"build-windows {split}", disable=not progress,
                            unit="case"):

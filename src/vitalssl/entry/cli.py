@@ -20,7 +20,7 @@ from .params import load_params, load_yaml, section
 def ttm_vitaldb(argv=None) -> None:
     from ..config import from_dict
     from ..data.config import WindowConfig
-    from .data_stages import data_config, run_build_windows, run_prepare_splits, split_config
+    from .data_stages import data_config, run_build_windows, run_prepare_splits, split_config, window_config
 
     ap = ArgumentParser(prog="ttm-vitaldb", description="VitalDB splits and windows (outside DVC)")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -46,7 +46,9 @@ def ttm_vitaldb(argv=None) -> None:
         over = {k: v for k, v in (("mode", args.mode), ("case_set", args.case_set)) if v is not None}
         params = merge(params, {"splits": over})
         scfg = split_config(params)
-        run_prepare_splits(data_config(params), scfg, Path(args.output) / f"splits_{scfg.mode}.json")
+        wcfg = window_config(params)
+        run_prepare_splits(data_config(params), scfg, Path(args.output) / f"splits_{scfg.mode}.json",
+                           (wcfg.ppg_track, wcfg.ecg_track))
     else:
         w = dict(section(params, "windows"))
         for flag, path in (("--channels-yaml", args.channels_yaml), ("--windows-yaml", args.windows_yaml)):

@@ -18,7 +18,8 @@ from ..data.config import DataConfig, DemoConfig, SplitConfig, WindowConfig
 from ..data.demo import generate_demo, load_faults
 from ..data.quality import score_against_faults
 from ..data.sources import case_set_ids, make_source
-from ..data.splits import select_cases, split_cases_of, splits_document
+from ..data.clinical import filter_by_tracks
+from ..data.splits import select_cases, split_cases_of, split_clinical_of, splits_document
 from ..data.windows import build_split
 from .params import section
 
@@ -46,14 +47,19 @@ def run_demo(cfg: DemoConfig, out_dir: Path, progress: bool = True) -> dict:
     return summary
 
 
-def run_prepare_splits(data: DataConfig, cfg: SplitConfig, out_path: Path) -> dict:
+def run_prepare_splits(data: DataConfig, cfg: SplitConfig, out_path: Path, tracks: tuple[str, ...]) -> dict:
+    """Split the cases of the source that hold every track of ``tracks`` (the configured waveforms)."""
     case_set = case_set_ids(cfg.case_set)
     source = make_source(data, case_set)
-    caseids = select_cases(source.available(), case_set, cfg)
+    available = [c for c in source.available() if case_set is None or c in case_set]
+    available, track_filter = filter_by_tracks(available, source.track_lists(available), tuple(tracks))
+    _say_track_filter(track_filter)
+    caseids = select_cases(available, case_set, cfg)
     subjects = source.subjects()
+    clinical = source.clinical()
     for note in source.notes:
         print(f"prepare-splits: {note}")
-    doc, text = splits_document(caseids, subjects, cfg, source.name)
+    doc, text = splits_document(caseids, subjects, cfg, source.name, clinical, track_filter)
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_path, text)
@@ -65,6 +71,16 @@ def run_prepare_splits(data: DataConfig, cfg: SplitConfig, out_path: Path) -> di
         print(f"prepare-splits: {prov['case_level_fallback']} case(s) have no subject id in the clinical table; "
               "they were split at case level (listed under case_level_cases)")
     return doc
+
+
+def _say_track_filter(r: dict) -> None:
+    if r["cases_dropped"]:
+        by = ", ".join(f"{t}: {n}" for t, n in r["dropped_missing_track"].items())
+        print(f"prepare-splits: {r['cases_dropped']} of {r['cases_checked']} case(s) dropped for a missing track "
+              f"(missing {by}; a case missing both counts under each)")
+    if r["track_list_unreadable"]:
+        print(f"prepare-splits: {len(r['track_list_unreadable'])} case(s) kept whose track list could not be read "
+              f"(build-windows names why): {', '.join(map(str, r['track_list_unreadable'][:10]))}")
 
 
 def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, split: str, out_dir: Path,
@@ -92,7 +108,8 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
         elif truth is not None:
             truth.update(score_against_faults(res.starts_s, res.kept, faults.get(res.caseid, []), cfg.window_s))
 
-    report = build_split(source, cases, cfg, Path(out_dir), split, progress=progress, on_case=on_case)
+    report = build_split(source, cases, cfg, Path(out_dir), split, progress=progress, on_case=on_case,
+                         clinical=split_clinical_of(doc, split_file))
     report["source"] = data.source
     if truth is not None:
         truth = dict(truth)
