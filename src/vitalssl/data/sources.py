@@ -23,7 +23,7 @@ import vitaldb
 
 from ..atomic import atomic_write
 from .config import DataConfig
-from .reader import CaseError
+from .download import CaseCache
 
 
 def case_set_ids(name: str) -> Optional[set[int]]:
@@ -155,14 +155,21 @@ class LocalSource:
 
 
 class VitalDBSource:
-    """The open VitalDB API, through a local download cache."""
+    """The open VitalDB API (``data.api_url``), through a local download cache (:mod:`vitalssl.data.download`).
+
+    A case not yet in the cache is fetched when it is asked for (``ttm-vitaldb fetch`` fills the cache
+    beforehand, with threads of its own).
+    """
 
     name = "vitaldb"
 
-    def __init__(self, cache_dir: Path, retries: int, case_set: Optional[set[int]]):
-        self.dir, self.retries, self.case_set = Path(cache_dir), retries, case_set
+    def __init__(self, cfg: DataConfig, case_set: Optional[set[int]]):
+        self.dir, self.retries, self.case_set = Path(cfg.cache_dir), cfg.download_retries, case_set
+        self.api_url = cfg.api_url.rstrip("/")
         self.notes: list[str] = []
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.cache = CaseCache(self.dir, cfg.api_url, cfg.download_retries, cfg.connect_timeout_s,
+                               cfg.read_timeout_s, cfg.retry_backoff_s)
 
     def _retry(self, what: str, fn):
         last = None
@@ -180,7 +187,7 @@ class VitalDBSource:
         if not path.exists():
             def fetch():
                 import pandas as pd
-                df = pd.read_csv(f"{vitaldb.dataset.api_url}/cases")
+                df = pd.read_csv(f"{self.api_url}/cases")
                 atomic_write(path, lambda tmp: df.to_csv(tmp, index=False))
             self._retry("downloading the VitalDB clinical table", fetch)
         return path
@@ -194,21 +201,7 @@ class VitalDBSource:
         return read_clinical(self._clinical_path(), self.notes)
 
     def case_path(self, caseid: int) -> Path:
-        path = self.dir / f"{caseid}.vital"
-        if path.exists():
-            return path
-
-        def fetch():
-            vf = vitaldb.VitalFile(int(caseid))
-            if not vf.trks:
-                raise RuntimeError("the API returned no tracks")
-            atomic_write(path, lambda tmp: vf.to_vital(str(tmp)))
-
-        try:
-            self._retry(f"downloading case {caseid}", fetch)
-        except RuntimeError as e:
-            raise CaseError(caseid, "download_failed", str(e)) from e
-        return path
+        return self.cache.fetch(int(caseid)).path
 
 
 def make_source(cfg: DataConfig, case_set: Optional[set[int]] = None):
@@ -216,4 +209,4 @@ def make_source(cfg: DataConfig, case_set: Optional[set[int]] = None):
         return LocalSource("demo", Path(cfg.demo_dir), Path(cfg.demo_dir) / "clinical.csv")
     if cfg.source == "local":
         return LocalSource("local", Path(cfg.local_dir), Path(cfg.clinical_csv) if cfg.clinical_csv else None)
-    return VitalDBSource(Path(cfg.cache_dir), cfg.download_retries, case_set)
+    return VitalDBSource(cfg, case_set)

@@ -144,6 +144,19 @@ class VitalFile:
 def read_vital(path: Path, track_names: list[str] | None) -> VitalFile:
     """Read the tracks selected by ``track_names`` (None: all); raise :class:`VitalFileError` if the file is not whole."""
     path = Path(path)
+    body, first = _checked_body(path)
+    vf, resume = _parse(body, track_names)
+    end = _walk(body, resume)
+    if end != len(body):
+        whole = _count_packets(body, first)
+        raise _cut(path, f"a packet, after {whole} whole packet(s)")
+    for trk in vf.trks.values():
+        trk._finish(body)
+    return vf
+
+
+def _checked_body(path: Path) -> tuple[bytes, int]:
+    """The inflated body of a file whose gzip stream ended and whose header is whole; the first packet's offset."""
     body, ended = _inflate(path)
     if body[:4] != b"VITA"[:len(body)]:
         raise VitalFileError("unreadable", f"{path.name} is not a .vital file (no VITA signature)")
@@ -155,14 +168,35 @@ def read_vital(path: Path, track_names: list[str] | None) -> VitalFile:
     if first - 10 < 2:  # vitaldb's struct read of the time zone raises
         raise VitalFileError("unreadable", f"{path.name} is not a .vital file (its header is {first - 10} byte(s), "
                              f"too short to hold the time zone)")
-    vf, resume = _parse(body, track_names)
-    end = _walk(body, resume)
-    if end != len(body):
-        whole = _count_packets(body, first)
-        raise _cut(path, f"a packet, after {whole} whole packet(s)")
-    for trk in vf.trks.values():
-        trk._finish(body)
-    return vf
+    return body, first
+
+
+def file_tracks(path: Path) -> list[str]:
+    """Check that a file is whole as :func:`read_vital` does (gzip stream ended, header, packets ending exactly at
+    the body's end) and list its tracks' ``device/name``, in file order, without reading a record.
+
+    Raise :class:`VitalFileError` otherwise. A track whose ``trkinfo`` vitaldb would not read is left out.
+    """
+    path = Path(path)
+    body, pos = _checked_body(path)
+    n, devices, names = len(body), {}, []
+    while pos + 5 <= n:
+        ptype, plen = _head(body, pos)
+        start, pos = pos + 5, pos + 5 + plen
+        if pos > n or ptype not in (DEVINFO, TRKINFO):
+            continue
+        try:
+            if ptype == DEVINFO:
+                did, name = _devinfo(body[start:pos])
+                devices[did] = name
+            elif (info := _trkinfo(body[start:pos], plen, None, devices)) is not None:
+                names.append(info[2].dtname)
+        except struct.error:
+            continue
+    if pos != n:
+        raise _cut(path, f"a packet, after {_count_packets(body, 10 + struct.unpack_from('<H', body, 8)[0])} whole "
+                   f"packet(s)")
+    return names
 
 
 def _cut(path: Path, where: str) -> VitalFileError:
