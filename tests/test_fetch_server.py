@@ -203,3 +203,33 @@ def test_fetched_cache_gives_the_same_windows_as_the_local_files(tmp_path, serve
     for name in ("train_windows.npy", "train_windows.meta.csv", "train_windows.decisions.csv"):
         assert (tmp_path / "v" / name).read_bytes() == (tmp_path / "l" / name).read_bytes()
     assert np.load(tmp_path / "v" / "train_windows.npy").shape[0] > 0
+
+
+def test_fetch_command_names_failures_and_refuses_a_bad_cache(tmp_path, server, demo, capsys):
+    from vitalssl.entry.cli import ttm_vitaldb
+    ids = sorted(demo[1])
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(source="vitaldb", api_url=server.url, cache_dir=str(tmp_path / "cache"),
+                          download_retries=0, retry_backoff_s=0.0)
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    split = {"train": {"caseids": ids[:3], "subjectids": [None] * 3},
+             "val": {"caseids": ids[3:], "subjectids": [None]}}
+    (tmp_path / "s.json").write_text(json.dumps(split))
+    server.faults[ids[1]] = ["404"]
+    argv = ["fetch", "--params", str(tmp_path / "p.yaml"), "--split-file", str(tmp_path / "s.json"),
+            "--split", "train", "val", "--workers", "2"]
+    ttm_vitaldb(argv)
+    out = capsys.readouterr().out
+    assert f"fetch: case {ids[1]}: download_failed: GET /1.0.1/{ids[1]}.vital: HTTP 404" in out
+    assert "4 cases of split(s) train, val: 0 already cached, 3 fetched" in out and "1 failed" in out
+    before = len(server.log)
+    ttm_vitaldb(argv)  # re-run: only the missing case is asked for again
+    assert "3 already cached, 1 fetched" in capsys.readouterr().out
+    assert [r[0] for r in server.log[before:]] == [f"/1.0.1/{ids[1]}.vital"]
+    (tmp_path / "cache2").write_text("")
+    params["data"]["cache_dir"] = str(tmp_path / "cache2")
+    (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SystemExit) as e:
+        ttm_vitaldb(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: cache dir") and "is a file" in err[0]
