@@ -35,7 +35,8 @@ def _scfg(**kw):
 
 def _data(tmp_path, source, **kw):
     d = dict(source=source, local_dir=str(tmp_path / "local"), clinical_csv=None, cache_dir=str(tmp_path / "cache"),
-             download_retries=2, api_url="https://api.vitaldb.net", demo_dir=str(tmp_path / "demo"))
+             download_retries=2, api_url="https://api.vitaldb.net", demo_dir=str(tmp_path / "demo"),
+             download_workers=1, connect_timeout_s=1.0, read_timeout_s=1.0, retry_backoff_s=0.0)
     d.update(kw)
     return DataConfig(**d)
 

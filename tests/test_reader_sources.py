@@ -73,7 +73,9 @@ def test_corrupt_gzip_payload_is_unreadable(tmp_path):
 
 def _data_cfg(tmp_path, source, **kw):
     d = dict(source=source, local_dir=str(tmp_path / "local"), clinical_csv=None,
-             cache_dir=str(tmp_path / "cache"), download_retries=0, api_url="https://api.vitaldb.net", demo_dir=str(tmp_path / "demo"))
+             cache_dir=str(tmp_path / "cache"), download_retries=0, demo_dir=str(tmp_path / "demo"),
+             api_url="http://127.0.0.1:9", download_workers=1, connect_timeout_s=1.0, read_timeout_s=1.0,
+             retry_backoff_s=0.0)
     d.update(kw)
     return DataConfig(**d)
 
@@ -95,47 +97,6 @@ def test_local_source_lists_cases_and_subjects(tmp_path):
 def test_local_source_missing_dir_names_param(tmp_path):
     with pytest.raises(FileNotFoundError, match="data.local_dir"):
         make_source(_data_cfg(tmp_path, "local"))
-
-
-def test_vitaldb_source_uses_cache_and_reports_failed_download(tmp_path, monkeypatch, wcfg):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    write_case(cache / "1.vital", 1, *clean_case(40), 40)
-    (cache / "clinical.csv").write_text("caseid,subjectid\n1,11\n2,12\n")
-    calls = []
-    real = vitaldb.VitalFile
-
-    def offline(ipath, *a, **k):  # a case id goes to the API, which fails as it does without a network
-        if isinstance(ipath, str):
-            return real(ipath, *a, **k)
-        calls.append(ipath)
-        raise OSError("network unreachable")
-
-    monkeypatch.setattr(vitaldb, "VitalFile", offline)
-    src = make_source(_data_cfg(tmp_path, "vitaldb"), case_set_ids("bis"))
-    assert isinstance(src, VitalDBSource)
-    assert src.subjects() == {1: "11", 2: "12"}
-    assert len(src.available()) == len(vitaldb.caseids_bis)
-    assert src.case_path(1) == cache / "1.vital" and calls == []  # cached: no download
-    with pytest.raises(CaseError) as e:
-        src.case_path(2)
-    assert e.value.reason == "download_failed" and calls == [2]
-    report = build_split(src, [(1, "11"), (2, "12")], wcfg, tmp_path / "w", "train", progress=False)
-    assert report["cases_read"] == 1 and report["cases_failed_by_reason"] == {"download_failed": 1}
-    assert report["failed_cases"][0]["caseid"] == 2 and "network unreachable" in report["failed_cases"][0]["detail"]
-    assert np.load(tmp_path / "w" / "train_windows.npy", mmap_mode="r").shape == (4, 2, 1250)
-
-
-def test_vitaldb_source_downloads_into_cache(tmp_path, monkeypatch):
-    ppg, ecg = clean_case(20)
-    write_case(tmp_path / "src.vital", 4, ppg, ecg, 20)
-    real = vitaldb.VitalFile
-    monkeypatch.setattr(vitaldb, "VitalFile", lambda caseid: real(str(tmp_path / "src.vital")))
-    src = VitalDBSource(tmp_path / "cache", 1, None, "https://api.vitaldb.net")
-    path = src.case_path(4)
-    assert path == tmp_path / "cache" / "4.vital" and not list((tmp_path / "cache").glob("*.tmp"))
-    np.testing.assert_array_equal(real(str(path)).get_track_samples("SNUADC/PLETH", 1 / 500),
-                                  real(str(tmp_path / "src.vital")).get_track_samples("SNUADC/PLETH", 1 / 500))
 
 
 def test_unknown_case_set_is_refused():

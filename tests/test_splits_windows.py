@@ -74,7 +74,8 @@ def demo_run(tmp_path_factory, params):
     root = tmp_path_factory.mktemp("demo_run")
     dcfg = replace(from_dict(DemoConfig, params["demo"], "demo"), n_cases=12, n_subjects=9, duration_s=(120, 180))
     data = DataConfig(source="demo", demo_dir=str(root / "demo"), local_dir="", clinical_csv=None, cache_dir="",
-                      download_retries=0, api_url="https://api.vitaldb.net")
+                      download_retries=0, api_url="https://api.vitaldb.net", download_workers=1,
+                      connect_timeout_s=1.0, read_timeout_s=1.0, retry_backoff_s=0.0)
     run_demo(dcfg, root / "demo", progress=False)
     scfg = _scfg(mode="fasttrack", fasttrack_cases=12, case_set="bis", train=0.5, val=0.25, test=0.25)
     run_prepare_splits(data, scfg, root / "splits.json", TRACKS)

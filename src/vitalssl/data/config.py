@@ -17,14 +17,22 @@ class DataConfig:
     cache_dir: str              # download cache for `vitaldb`
     download_retries: int
     demo_dir: str               # where the demo stage writes its cases
-    api_url: str                # VitalDB API base (cases/trks tables, case files) for `vitaldb`
+    api_url: str                # VitalDB API base URL (a mirror or a local server can stand in)
+    download_workers: int       # download threads of `ttm-vitaldb fetch` (I/O-bound, apart from the CPU workers)
+    connect_timeout_s: float    # per connection attempt
+    read_timeout_s: float       # longest wait for the next bytes of a response
+    retry_backoff_s: float      # first wait before a retry; doubled each retry (capped at 60 s), with full jitter
 
     def __post_init__(self):
         check(self.source in ("demo", "local", "vitaldb"), "data.source",
                f"{self.source!r} is not one of demo, local, vitaldb")
         check(self.download_retries >= 0, "data.download_retries", "must be >= 0")
         check(self.api_url.startswith(("http://", "https://")), "data.api_url",
-               f"{self.api_url!r} is not an http(s) URL")
+              f"{self.api_url!r} is not an http:// or https:// URL")
+        check(self.download_workers >= 1, "data.download_workers", "must be >= 1")
+        for k in ("connect_timeout_s", "read_timeout_s"):
+            check(getattr(self, k) > 0, f"data.{k}", "must be > 0")
+        check(self.retry_backoff_s >= 0, "data.retry_backoff_s", "must be >= 0")
 
 
 @dataclass(frozen=True)

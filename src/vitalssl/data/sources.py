@@ -6,8 +6,9 @@
     a directory of ``<caseid>.vital`` files (the PhysioNet mirror of VitalDB is laid out
     this way) and, optionally, a clinical-table CSV with ``caseid`` and ``subjectid``.
 ``vitaldb``
-    the open VitalDB API through the ``vitaldb`` package. Each case is downloaded once
-    into ``data.cache_dir`` as ``<caseid>.vital`` (with retries); the clinical table
+    the open VitalDB API (``data.api_url``). Each case is downloaded once into ``data.cache_dir``
+    as ``<caseid>.vital`` and checked whole before it takes that name (:mod:`vitalssl.data.download`);
+    the clinical table
     (``{data.api_url}/cases``) and the track table (``{data.api_url}/trks``) are cached there
     as ``clinical.csv`` and ``trks.csv`` (:mod:`vitalssl.data.clinical`).
 
@@ -18,16 +19,14 @@ from __future__ import annotations
 
 import csv
 import re
-import time
 from pathlib import Path
 from typing import Optional
 
 import vitaldb
 
-from ..atomic import atomic_write
 from .clinical import case_id, check_cases_table, fetch_table, parse_track_table, read_clinical_columns
 from .config import DataConfig
-from .reader import CaseError
+from .download import CaseCache
 from .vitalfile import VitalFileError, list_tracks
 
 
@@ -165,26 +164,21 @@ class LocalSource:
 
 
 class VitalDBSource:
-    """The open VitalDB API, through a local download cache."""
+    """The open VitalDB API (``data.api_url``), through a local download cache (:mod:`vitalssl.data.download`).
+
+    A case not yet in the cache is fetched when it is asked for (``ttm-vitaldb fetch`` fills the cache
+    beforehand, with threads of its own).
+    """
 
     name = "vitaldb"
 
-    def __init__(self, cache_dir: Path, retries: int, case_set: Optional[set[int]], api_url: str):
-        self.dir, self.retries, self.case_set = Path(cache_dir), retries, case_set
-        self.api_url = api_url.rstrip("/")
+    def __init__(self, cfg: DataConfig, case_set: Optional[set[int]]):
+        self.dir, self.retries, self.case_set = Path(cfg.cache_dir), cfg.download_retries, case_set
+        self.api_url = cfg.api_url.rstrip("/")
         self.notes: list[str] = []
         self.dir.mkdir(parents=True, exist_ok=True)
-
-    def _retry(self, what: str, fn):
-        last = None
-        for attempt in range(self.retries + 1):
-            try:
-                return fn()
-            except Exception as e:  # network errors come in many types (URLError, OSError, HTTP errors)
-                last = e
-                if attempt < self.retries:
-                    time.sleep(min(2 ** attempt, 30))
-        raise RuntimeError(f"{what} failed after {self.retries + 1} attempt(s): {type(last).__name__}: {last}")
+        self.cache = CaseCache(self.dir, cfg.api_url, cfg.download_retries, cfg.connect_timeout_s,
+                               cfg.read_timeout_s, cfg.retry_backoff_s)
 
     def _clinical_path(self) -> Path:
         path = self.dir / "clinical.csv"
@@ -209,21 +203,7 @@ class VitalDBSource:
         return read_clinical(self._clinical_path(), self.notes)
 
     def case_path(self, caseid: int) -> Path:
-        path = self.dir / f"{caseid}.vital"
-        if path.exists():
-            return path
-
-        def fetch():
-            vf = vitaldb.VitalFile(int(caseid))
-            if not vf.trks:
-                raise RuntimeError("the API returned no tracks")
-            atomic_write(path, lambda tmp: vf.to_vital(str(tmp)))
-
-        try:
-            self._retry(f"downloading case {caseid}", fetch)
-        except RuntimeError as e:
-            raise CaseError(caseid, "download_failed", str(e)) from e
-        return path
+        return self.cache.fetch(int(caseid)).path
 
 
 def make_source(cfg: DataConfig, case_set: Optional[set[int]] = None):
@@ -231,4 +211,4 @@ def make_source(cfg: DataConfig, case_set: Optional[set[int]] = None):
         return LocalSource("demo", Path(cfg.demo_dir), Path(cfg.demo_dir) / "clinical.csv")
     if cfg.source == "local":
         return LocalSource("local", Path(cfg.local_dir), Path(cfg.clinical_csv) if cfg.clinical_csv else None)
-    return VitalDBSource(Path(cfg.cache_dir), cfg.download_retries, case_set, cfg.api_url)
+    return VitalDBSource(cfg, case_set)

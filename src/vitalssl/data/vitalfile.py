@@ -144,13 +144,7 @@ class VitalFile:
 def read_vital(path: Path, track_names: list[str] | None) -> VitalFile:
     """Read the tracks selected by ``track_names`` (None: all); raise :class:`VitalFileError` if the file is not whole."""
     path = Path(path)
-    body = _whole_body(path)
-    first = 10 + struct.unpack_from("<H", body, 8)[0] if len(body) >= 10 else len(body) + 1
-    if first > len(body):
-        raise _cut(path, "its file header")
-    if first - 10 < 2:  # vitaldb's struct read of the time zone raises
-        raise VitalFileError("unreadable", f"{path.name} is not a .vital file (its header is {first - 10} byte(s), "
-                             f"too short to hold the time zone)")
+    body, first = _checked_body(path)
     vf, resume = _parse(body, track_names)
     end = _walk(body, resume)
     if end != len(body):
@@ -161,14 +155,48 @@ def read_vital(path: Path, track_names: list[str] | None) -> VitalFile:
     return vf
 
 
-def _whole_body(path: Path) -> bytes:
-    """The inflated body of a ``.vital`` file whose gzip stream is whole and which starts with ``VITA``."""
+def _checked_body(path: Path) -> tuple[bytes, int]:
+    """The inflated body of a file whose gzip stream ended and whose header is whole; the first packet's offset."""
     body, ended = _inflate(path)
     if body[:4] != b"VITA"[:len(body)]:
         raise VitalFileError("unreadable", f"{path.name} is not a .vital file (no VITA signature)")
     if not ended:
         raise VitalFileError("truncated", f"{path.name} ends before its gzip stream does (the file was cut short)")
-    return body
+    first = 10 + struct.unpack_from("<H", body, 8)[0] if len(body) >= 10 else len(body) + 1
+    if first > len(body):
+        raise _cut(path, "its file header")
+    if first - 10 < 2:  # vitaldb's struct read of the time zone raises
+        raise VitalFileError("unreadable", f"{path.name} is not a .vital file (its header is {first - 10} byte(s), "
+                             f"too short to hold the time zone)")
+    return body, first
+
+
+def file_tracks(path: Path) -> list[str]:
+    """Check that a file is whole as :func:`read_vital` does (gzip stream ended, header, packets ending exactly at
+    the body's end) and list its tracks' ``device/name``, in file order, without reading a record.
+
+    Raise :class:`VitalFileError` otherwise. A track whose ``trkinfo`` vitaldb would not read is left out.
+    """
+    path = Path(path)
+    body, pos = _checked_body(path)
+    n, devices, names = len(body), {}, []
+    while pos + 5 <= n:
+        ptype, plen = _head(body, pos)
+        start, pos = pos + 5, pos + 5 + plen
+        if pos > n or ptype not in (DEVINFO, TRKINFO):
+            continue
+        try:
+            if ptype == DEVINFO:
+                did, name = _devinfo(body[start:pos])
+                devices[did] = name
+            elif (info := _trkinfo(body[start:pos], plen, None, devices)) is not None:
+                names.append(info[2].dtname)
+        except struct.error:
+            continue
+    if pos != n:
+        raise _cut(path, f"a packet, after {_count_packets(body, 10 + struct.unpack_from('<H', body, 8)[0])} whole "
+                   f"packet(s)")
+    return names
 
 
 def list_tracks(path: Path) -> list[str]:
@@ -180,13 +208,10 @@ def list_tracks(path: Path) -> list[str]:
     marked packed, a device or track packet too short to read).
     """
     path = Path(path)
-    body = _whole_body(Path(path))
-    n = len(body)
-    if n < 10 or 10 + struct.unpack_from("<H", body, 8)[0] > n:
-        raise _cut(path, "its file header")
-    headerlen = struct.unpack_from("<H", body, 8)[0]
+    body, pos = _checked_body(path)
+    n, headerlen = len(body), pos - 10
     packed = headerlen >= 27 and body[10 + 26] == 1
-    names, did_dname, pos = {}, {}, 10 + headerlen
+    names, did_dname = {}, {}
     while pos + 5 <= n:
         ptype, plen = _head(body, pos)
         start, pos = pos + 5, pos + 5 + plen

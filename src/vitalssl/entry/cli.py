@@ -20,7 +20,7 @@ from .params import load_params, load_yaml, section
 def ttm_vitaldb(argv=None) -> None:
     from ..config import from_dict
     from ..data.config import WindowConfig
-    from .data_stages import data_config, run_build_windows, run_prepare_splits, split_config, window_config
+    from .data_stages import data_config, run_build_windows, run_fetch, run_prepare_splits, split_config, window_config
 
     ap = ArgumentParser(prog="ttm-vitaldb", description="VitalDB splits and windows (outside DVC)")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -30,6 +30,11 @@ def ttm_vitaldb(argv=None) -> None:
     ps.add_argument("--mode", choices=["fasttrack", "full"], help="overrides splits.mode")
     ps.add_argument("--case-set", help="overrides splits.case_set (bis, des, ..., all)")
     ps.add_argument("--output", default="data", help="directory for splits_<mode>.json")
+    fe = sub.add_parser("fetch", help="download the cases of split(s) into the vitaldb cache (data.cache_dir)")
+    fe.add_argument("--params", default="params.yaml", help="params file giving the defaults")
+    fe.add_argument("--split-file", required=True)
+    fe.add_argument("--split", required=True, nargs="+", help="one or more splits (train val test)")
+    fe.add_argument("--workers", type=int, help="overrides data.download_workers")
     bw = sub.add_parser("build-windows", help="gated, normalised windows of one split")
     bw.add_argument("--params", default="params.yaml", help="params file giving the defaults")
     bw.add_argument("--channels-yaml", help="YAML with ppg_track, ecg_track, label_tracks (overrides `windows`)")
@@ -49,6 +54,10 @@ def ttm_vitaldb(argv=None) -> None:
         wcfg = window_config(params)
         run_prepare_splits(data_config(params), scfg, Path(args.output) / f"splits_{scfg.mode}.json",
                            (wcfg.ppg_track, wcfg.ecg_track))
+    elif args.command == "fetch":
+        if args.workers is not None:
+            params = merge(params, {"data": {**section(params, "data"), "download_workers": args.workers}})
+        run_fetch(data_config(params), Path(args.split_file), args.split)
     else:
         w = dict(section(params, "windows"))
         for flag, path in (("--channels-yaml", args.channels_yaml), ("--windows-yaml", args.windows_yaml)):

@@ -16,6 +16,7 @@ from ..atomic import atomic_write_text, write_json
 from ..config import from_dict
 from ..data.config import DataConfig, DemoConfig, SplitConfig, WindowConfig
 from ..data.demo import generate_demo, load_faults
+from ..data.download import fetch_cases
 from ..data.quality import score_against_faults
 from ..data.sources import case_set_ids, make_source
 from ..data.clinical import filter_by_tracks
@@ -132,3 +133,23 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         write_json(metrics_path, report)
     return report
+
+
+def run_fetch(data: DataConfig, split_file: Path, splits: list, progress: bool = True) -> dict:
+    """Download the cases of ``splits`` of a split file into the vitaldb cache; print each failure and a summary."""
+    if data.source != "vitaldb":
+        raise ValueError(f"fetch downloads for data.source vitaldb; data.source is {data.source!r}")
+    split_file = Path(split_file)
+    if not split_file.exists():
+        raise FileNotFoundError(f"split file {split_file} not found (run prepare-splits first)")
+    try:
+        doc = json.loads(split_file.read_text())
+    except ValueError as e:
+        raise ValueError(f"split file {split_file} is not valid JSON: {e}") from e
+    caseids = sorted({c for s in splits for c, _ in split_cases_of(doc, s, split_file)})
+    summary = fetch_cases(data, caseids, progress=progress,
+                          on_failure=lambda e: tqdm.write(f"fetch: case {e.caseid}: {e.reason}: {e.detail}"))
+    print(f"fetch: {len(caseids)} cases of split(s) {', '.join(splits)}: {summary['cached']} already cached, "
+          f"{summary['fetched']} fetched ({summary['received'] / 1e6:.1f} MB in {summary['seconds']:.1f} s), "
+          f"{summary['failed']} failed {summary['failed_by_reason']} -> {data.cache_dir}")
+    return summary
