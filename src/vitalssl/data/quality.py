@@ -14,15 +14,14 @@ Beat indices are samples from the window's start at the band-passed rate.
 from __future__ import annotations
 
 import numpy as np
-from scipy import signal
 
+from ..signal import detect_beats, detect_beats_batch
 from .config import GateConfig
 
 CRITERIA = ("missing", "flat", "clipping", "amplitude", "heart_rate", "beat_coverage", "hr_disagreement",
             "beat_correspondence", "pat_stability")
 CHANNEL_MEASURES = ("missing", "flat_s", "clip", "amp", "hr", "beats", "ibi_cv", "gap_ratio")
 PAIR_MEASURES = ("ecg_inverted", "hr_diff", "beat_match", "pat_s", "pat_iqr_s")
-REL_PROMINENCE = 0.35  # a beat stands out by this fraction of the window's robust range
 
 
 def _windows(x: np.ndarray, starts: np.ndarray, length: int) -> np.ndarray:
@@ -165,58 +164,6 @@ def _clip_fraction(w: np.ndarray, tol: float, min_run: int) -> np.ndarray:
     frac = _plateau_fraction(w, hi, span, tol, min_run, True) + _plateau_fraction(w, lo, span, tol, min_run, False)
     frac[~ok] = 1.0
     return frac
-
-
-def detect_beats(x: np.ndarray, fs: float, hr_max: float, robust_range: float) -> np.ndarray:
-    """Indices of beat peaks in a band-passed window.
-
-    A peak must be at least ``60 / hr_max`` s from the previous one and stand out
-    by ``REL_PROMINENCE`` of the window's robust range (1st-99th percentile).
-    :func:`detect_beats_batch` finds the same peaks in every window of a case at once.
-    """
-    if not robust_range > 0:
-        return np.zeros(0, dtype=np.int64)
-    peaks, _ = signal.find_peaks(x, distance=max(1, int(fs * 60.0 / hr_max)),
-                                 prominence=REL_PROMINENCE * robust_range)
-    return peaks
-
-
-def detect_beats_batch(w: np.ndarray, fs: float, hr_max: float, robust_range: np.ndarray,
-                       flip: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`detect_beats` on every row of ``w`` [n, L] (negated where ``flip``), in two scipy calls.
-
-    Returns ``(win, idx)``: the window and the sample (from the window's start) of
-    each peak, ordered by window, then sample. The rows are laid end to end with
-    a run of ``+inf`` between them. ``find_peaks`` then sees each row as it would
-    alone: no row sample is a peak at a row's edge (its neighbour beyond is
-    higher), the runs are peaks of their own far enough from every row sample
-    not to suppress one (they are dropped), no two rows' peaks are within the
-    minimum distance of each other, and the search for a peak's prominence bases
-    stops at the row's edges. Prominences are taken only for the rows' peaks, and
-    compared with each row's own threshold, so the result equals row-by-row calls,
-    except where two peaks closer than the minimum distance have exactly equal
-    heights: scipy keeps one of them in an order it leaves unspecified (a
-    band-passed float64 signal practically never ties).
-    """
-    n, length = w.shape
-    distance = max(1, int(fs * 60.0 / hr_max))
-    if n == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    stride = length + 2 * distance + 4  # an inf run's middle lies over ``distance`` samples from any row sample
-    rows = np.full((n, stride), np.inf)
-    if flip is None:
-        rows[:, :length] = w
-    else:
-        np.multiply(w, np.where(flip, -1.0, 1.0)[:, None], out=rows[:, :length])
-    flat = rows.ravel()
-    peaks, _ = signal.find_peaks(flat, distance=distance)
-    win, idx = np.divmod(peaks, stride)
-    with np.errstate(invalid="ignore"):
-        real = (idx < length) & (robust_range[win] > 0)
-    peaks, win, idx = peaks[real], win[real], idx[real]
-    prominence = signal.peak_prominences(flat, peaks)[0]
-    keep = prominence >= REL_PROMINENCE * robust_range[win]
-    return win[keep], idx[keep]
 
 
 def _offsets(win: np.ndarray, n: int) -> np.ndarray:
