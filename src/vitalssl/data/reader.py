@@ -37,6 +37,7 @@ class CaseSignals:
     ppg: np.ndarray             # [L] float32 as stored (vitaldb's samples), NaN where no sample was recorded
     ecg: np.ndarray             # [L] float32
     labels: dict                # label name -> [seconds] float64 at 1 Hz (NaN where absent)
+    missing_labels: tuple = ()  # label names whose track is not in the file (their values are all NaN)
 
 
 def _no_finite_sample(caseid: int, trk: Track, name: str) -> CaseError:
@@ -150,11 +151,12 @@ def read_case(path: Path, caseid: int, ppg_track: str, ecg_track: str, label_tra
             raise _no_finite_sample(caseid, trk, trk.dtname)
         waves.append(x)
     n = min(len(waves[0]), len(waves[1]))
-    labels = {}
+    labels, missing = {}, []
     for key, name in label_tracks.items():
         trk = _track(vf, caseid, path, name, 2, f"windows.label_tracks.{key}")
         if trk is not None:
             labels[key] = np.asarray(_samples(vf, caseid, path, trk.dtname, 1.0), dtype=np.float64)
         else:
             labels[key] = np.full(int(np.ceil(vf.dtend - vf.dtstart)), np.nan)
-    return CaseSignals(caseid, float(native_srate), waves[0][:n], waves[1][:n], labels)
+            missing.append(key)
+    return CaseSignals(caseid, float(native_srate), waves[0][:n], waves[1][:n], labels, tuple(missing))

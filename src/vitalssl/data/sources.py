@@ -42,12 +42,10 @@ def case_set_ids(name: str) -> Optional[set[int]]:
 
 
 def _subject_label(text: str) -> str:
-    """Subject ids are opaque labels; a number written as ``12.0`` reads as ``12``, anything else as written."""
-    try:
-        v = float(text)
-    except ValueError:
-        return text
-    return str(int(v)) if v.is_integer() else text
+    """Subject ids are opaque labels, kept as written (``S-501``, ``0012``), except that an integer with a zero
+    fraction (``12.0``, as pandas writes an integer column with gaps) reads as the integer (``12``)."""
+    m = re.fullmatch(r"([+-]?[0-9]+)\.0*", text)
+    return m.group(1) if m else text
 
 
 def read_clinical(path: Path, notes: Optional[list] = None) -> dict[int, str]:

@@ -142,4 +142,30 @@ def split_cases_of(doc, split: str, path) -> list[tuple[int, Optional[str]]]:
             raise ValueError(f"split file {path}: case id(s) {', '.join(map(str, both))} are in both split "
                              f"{seen[both[0]]!r} and split {name!r}")
         seen.update({c: name for c in ids})
+    _refuse_shared_subjects(doc, names, path)
     return list(zip(doc[split]["caseids"], doc[split]["subjectids"]))
+
+
+def _subject_text(s) -> Optional[str]:
+    """A split file's subject id as the opaque label it is (an integer written by hand reads as its digits)."""
+    return None if s is None else str(s)
+
+
+def _refuse_shared_subjects(doc: dict, names: list, path) -> None:
+    """A subject with cases in two splits would make a held-out split's scores partly in-sample: refuse it."""
+    owner: dict[str, str] = {}
+    for name in names:
+        subj = doc[name]["subjectids"]
+        bad = [s for s in subj if not (s is None or isinstance(s, str) or (isinstance(s, int) and
+                                                                             not isinstance(s, bool)))]
+        if bad:
+            raise ValueError(f"split file {path}: split {name!r} has subject id {bad[0]!r}; subject ids are "
+                             f"strings (or null for a case without one)")
+        mine = {_subject_text(s) for s in subj} - {None}
+        shared = sorted((s for s in mine if s in owner), key=lambda x: (len(x), x))
+        if shared:
+            other = owner[shared[0]]
+            both = [s for s in shared if owner[s] == other]
+            raise ValueError(f"split file {path}: subject(s) {', '.join(map(repr, both))} have cases in both "
+                             f"split {other!r} and split {name!r}; a subject's cases must all be in one split")
+        owner.update({s: name for s in mine})

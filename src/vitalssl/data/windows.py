@@ -53,6 +53,7 @@ class CaseWindows:
     ecg_inverted_kept: int = 0          # kept windows whose ECG was read with inverted polarity
     error: CaseError | None = None
     duration_s: float = 0.0             # length of the case's waveforms, s
+    missing_labels: tuple = ()          # label names whose track the case's file does not have
 
     @property
     def kept(self) -> np.ndarray:
@@ -88,7 +89,12 @@ def _column(values) -> list:
         return ["" if v != v else f"{v:.6g}" for v in a.tolist()]
     if a.dtype.kind == "b":
         return ["1" if v else "0" for v in a.tolist()]
-    return ["" if v is None else str(v) for v in a.tolist()]
+    return ["" if v is None else _text_cell(str(v)) for v in a.tolist()]
+
+
+def _text_cell(text: str) -> str:
+    """A text cell quoted as CSV quotes it when needed: subject ids are opaque labels and may hold a comma."""
+    return '"' + text.replace('"', '""') + '"' if any(ch in text for ch in ',"\r\n') else text
 
 
 def _csv_rows(columns: list) -> str:
@@ -154,7 +160,8 @@ def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig, clinical
     examples = case_examples(caseid, starts_s, fails, margins(ppg, ecg, pair, cfg.gate),
                              lambda i: (filt[0][starts[i]:starts[i] + L], filt[1][starts[i]:starts[i] + L]), beats)
     return CaseWindows(caseid, windows, starts_s, fails, _csv_rows(meta), _csv_rows(decisions), examples,
-                       int(np.count_nonzero(pair["ecg_inverted"] & kept)), duration_s=len(sig.ppg) / cfg.native_srate)
+                       int(np.count_nonzero(pair["ecg_inverted"] & kept)), duration_s=len(sig.ppg) / cfg.native_srate,
+                       missing_labels=sig.missing_labels)
 
 
 def _clinical_cells(values: dict, k: int) -> list:
@@ -232,7 +239,7 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
               "cases_without_windows_list": [],
               "windows_total": 0, "windows_kept": 0, "windows_rejected": 0,
               "rejected_by_criterion": {c: 0 for c in CRITERIA}, "kept_with_inverted_ecg": 0,
-              "case_warnings": []}
+              "case_warnings": [], "labels_missing": {k: [] for k in cfg.label_tracks}}
     label_cols = [f"label_{k}" for k in cfg.label_tracks]
     npy = NpyAppender(paths["npy"], (2, L))
     streams = []
@@ -267,6 +274,7 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
             gate = f"; windows rejected by criterion: {report['rejected_by_criterion']}" if report["cases_read"] else ""
             raise RuntimeError(f"split {split!r}: no usable window left from {len(cases)} case(s) "
                                f"(cases failed: {reasons}{gate})" + (f"; first failures: {first}" if first else ""))
+        _refuse_absent_labels(report, cfg, split)
         plot_gate(book, paths["figure"], cfg.target_srate, split)
         for s in streams:
             s.publish()
@@ -296,6 +304,8 @@ def _count_case(report: dict, res: CaseWindows, cfg: WindowConfig) -> None:
         report["cases_without_windows"] += 1
         report["cases_without_windows_list"].append(
             {"caseid": res.caseid, "duration_s": round(res.duration_s, 3), "windows": n})
+    for key in res.missing_labels:
+        report["labels_missing"][key].append(res.caseid)
     for c in CRITERIA:
         k = int(res.fails[c].sum())
         report["rejected_by_criterion"][c] += k
@@ -303,3 +313,11 @@ def _count_case(report: dict, res: CaseWindows, cfg: WindowConfig) -> None:
             report["case_warnings"].append({
                 "caseid": res.caseid, "criterion": c, "rejected": k, "windows": n,
                 "hint": CASE_WARNING_HINTS.get(c, "see this criterion's params under windows.gate")})
+
+
+def _refuse_absent_labels(report: dict, cfg: WindowConfig, split: str) -> None:
+    """A label track that no case read has is a wrong name (or the wrong source): its column would be empty."""
+    for key, track in cfg.label_tracks.items():
+        if report["cases_read"] and len(report["labels_missing"][key]) == report["cases_read"]:
+            raise RuntimeError(f"split {split!r}: label track {track!r} (param windows.label_tracks.{key}) is in "
+                               f"none of the {report['cases_read']} case(s) read; check the track name")

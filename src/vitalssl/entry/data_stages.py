@@ -125,6 +125,11 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
     for c in report["cases_without_windows_list"]:
         why = "shorter than one window" if c["windows"] == 0 else f"all {c['windows']} windows rejected by the gate"
         print(f"build-windows {split}: case {c['caseid']} ({c['duration_s']:g} s) gave no window: {why}")
+    for key, caseids in report["labels_missing"].items():
+        if caseids:
+            print(f"build-windows {split}: label {key} (track {cfg.label_tracks[key]!r}) is not in {len(caseids)} "
+                  f"of {report['cases_read']} case(s) read, its column is empty for their windows: "
+                  f"case(s) {', '.join(map(str, caseids[:10]))}" + (" ..." if len(caseids) > 10 else ""))
     for w in report["case_warnings"]:
         print(f"build-windows {split}: case {w['caseid']}: {w['criterion']} rejected {w['rejected']} of its "
               f"{w['windows']} windows ({w['hint']})")

@@ -18,7 +18,9 @@ def load_yaml(path: str | Path, what: str) -> dict:
     if not path.is_file():
         raise ConfigError(f"{what} {path}: file not found")
     try:
-        d = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        _refuse_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path, what)
+        d = yaml.safe_load(text)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -30,6 +32,36 @@ def load_yaml(path: str | Path, what: str) -> dict:
     if not isinstance(d, dict):
         raise ConfigError(f"{what} {path}: must hold a mapping of params, got {type(d).__name__}")
     return d
+
+
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _refuse_duplicate_keys(node, path: Path, what: str, where: str = "", seen=None) -> None:
+    """Fail on a key given twice in one mapping of the composed YAML ``node``, naming the key and both lines.
+
+    PyYAML keeps the last value of a repeated key without a word (YAML 1.2 and DVC refuse it); the
+    node tree still holds both, with their lines. ``<<`` merge keys may be overridden on purpose.
+    """
+    seen = set() if seen is None else seen
+    if node is None or id(node) in seen:  # an alias points at a node already checked
+        return
+    seen.add(id(node))
+    if isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _refuse_duplicate_keys(item, path, what, f"{where}[{i}]", seen)
+    elif isinstance(node, yaml.MappingNode):
+        first: dict = {}
+        for key, value in node.value:
+            if key.tag == MERGE_TAG or not isinstance(key, yaml.ScalarNode):
+                continue
+            name = f"{where}.{key.value}" if where else key.value
+            line = key.start_mark.line + 1
+            if (key.tag, key.value) in first:
+                raise ConfigError(f"{what} {path}: key `{name}` is given twice (lines {first[key.tag, key.value]} "
+                                  f"and {line}); YAML keeps only the last, so keep one")
+            first[key.tag, key.value] = line
+            _refuse_duplicate_keys(value, path, what, name, seen)
 
 
 def load_params(path: str | Path = "params.yaml") -> dict:

@@ -29,9 +29,16 @@ def subject_weights(groups, n_boot: int, seed: int) -> np.ndarray:
 
 
 def interval(replicates: np.ndarray, ci: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of bootstrap ``replicates [R]``."""
+    """Percentile interval of the finite bootstrap ``replicates [R]``; NaN when none is finite.
+
+    A replicate can be undefined (R² of a draw whose labels are all equal, e.g. one subject drawn
+    every time with a per-subject label): it is left out rather than failing the whole report.
+    """
     a = (1.0 - ci) / 2.0
-    lo, hi = np.quantile(replicates[np.isfinite(replicates)], [a, 1.0 - a])
+    finite = replicates[np.isfinite(replicates)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(finite, [a, 1.0 - a])
     return float(lo), float(hi)
 
 

@@ -22,7 +22,7 @@ from .features import hand_features
 from .probes import linear_probe
 from .reconstruction import (BASELINES, fit_beat_repeat_scale, fixed_masks, hidden_samples, mask_key,
                              model_reconstruction, baseline_reconstructions, reconstruction_errors)
-from .splitdata import SplitData
+from .splitdata import SplitData, check_held_out
 
 FIGURE_SETTING = ("random", 0.4)   # the mask setting the reconstruction figure draws (the pretraining default)
 
@@ -43,6 +43,7 @@ def evaluate_checkpoint(cfg: EvalConfig, checkpoint: Path, windows_dir: Path, sp
     channels = tuple(ckpt["config"]["channels"])
     train = SplitData.load(windows_dir, "train", channels)
     evals = [SplitData.load(windows_dir, s, channels) for s in splits]
+    check_held_out(train, evals)
     log(f"evaluate: {checkpoint} (epoch {ckpt['epoch'] + 1}) on {', '.join(f'{e.name} ({len(e)} windows)' for e in evals)}"
         f"; probes fitted on train ({len(train)} windows)")
 
