@@ -1,6 +1,6 @@
 """Stage `evaluate`: reconstruction against non-learned baselines and linear probes of the pretrained encoder.
 
-Evaluates val, and test once its window file is built (params: `evaluate`).
+Reports val and test; probes are fitted on train (params: `evaluate`).
 """
 
 import argparse

@@ -113,14 +113,17 @@ def test_user_commands(repo):
     assert "evaluate_reconstruction.png" in html and "evaluate_probes.png" in html
 
 
+WINDOWS = ("build-windows@train", "build-windows@val", "build-windows@test")
+
+
 @pytest.mark.parametrize("module,stages", [
-    ("src/vitalssl/data/config.py", {"demo", "prepare-splits", "build-windows@train", "build-windows@val"}),
-    ("src/vitalssl/data/quality.py", {"demo", "prepare-splits", "build-windows@train", "build-windows@val"}),
-    ("src/vitalssl/windowfile.py", {"demo", "prepare-splits", "build-windows@train", "build-windows@val",
+    ("src/vitalssl/data/config.py", {"demo", "prepare-splits", *WINDOWS}),
+    ("src/vitalssl/data/quality.py", {"demo", "prepare-splits", *WINDOWS}),
+    ("src/vitalssl/windowfile.py", {"demo", "prepare-splits", *WINDOWS,
                                     "pretrain", "evaluate"}),
     ("src/vitalssl/ssl/losses.py", {"pretrain", "evaluate"}),
     ("src/vitalssl/eval/baselines.py", {"evaluate"}),
-    ("src/vitalssl/entry/params.py", {"demo", "prepare-splits", "build-windows@train", "build-windows@val",
+    ("src/vitalssl/entry/params.py", {"demo", "prepare-splits", *WINDOWS,
                                       "pretrain", "evaluate"}),
 ])
 def test_an_edit_to_an_imported_module_makes_its_stages_stale(repo, module, stages):
@@ -135,7 +138,7 @@ def test_an_edit_to_an_imported_module_makes_its_stages_stale(repo, module, stag
         path.write_text(original)
     assert {name for name, changes in status.items() if any("changed deps" in c for c in changes
                                                              if isinstance(c, dict))} >= stages, status
-    assert set(status) & {"demo", "prepare-splits", "build-windows@train", "build-windows@val", "pretrain",
+    assert set(status) & {"demo", "prepare-splits", *WINDOWS, "pretrain",
                           "evaluate"} == stages, status
 
 

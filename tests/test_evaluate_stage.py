@@ -40,7 +40,7 @@ def eval_params(params):
 
 def test_evaluate_writes_metrics_and_figures(eval_params, tiny_cfg, tmp_path):
     d = tmp_path / "windows"
-    for split, n, seed, first in (("train", 60, 1, 0), ("val", 30, 2, 100)):
+    for split, n, seed, first in (("train", 60, 1, 0), ("val", 30, 2, 100), ("test", 20, 3, 200)):
         write_meta(d, split, write_windows(d, split, n, seed=seed), 10, first)
     cfg = tiny_cfg()
     torch.manual_seed(0)
@@ -53,7 +53,9 @@ def test_evaluate_writes_metrics_and_figures(eval_params, tiny_cfg, tmp_path):
                        progress=False, log=lambda s: None)
     m = json.loads((out / "evaluate.json").read_text())
     assert m == json.loads(json.dumps(res["metrics"]))
-    assert "test" not in m and m["val"]["windows"] == 30 and m["val"]["subjects"] == 10
+    assert m["val"]["windows"] == 30 and m["val"]["subjects"] == 10
+    assert m["test"]["windows"] == 20 and m["test"]["subjects"] == 10
+    assert set(m["test"]["reconstruction"]) == set(m["val"]["reconstruction"]) and set(m["test"]["probes"]) == {"hr", "bis"}
     assert set(m["val"]["reconstruction"]) == {"random_r40", "block_r40"}
     r = m["val"]["reconstruction"]["random_r40"]
     for name in ("model", "zero_fill", "linear_interpolation", "beat_repeat", "beat_repeat_scaled"):

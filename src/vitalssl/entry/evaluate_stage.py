@@ -17,19 +17,16 @@ def eval_config(params: dict) -> EvalConfig:
     return from_dict(EvalConfig, section(params, "evaluate"), "evaluate")
 
 
-def splits_to_evaluate(windows_dir: Path, log=print) -> tuple:
-    """``val`` always; ``test`` too once its window file has been built (the pipeline builds train and val)."""
-    if (Path(windows_dir) / "test_windows.npy").is_file():
-        return ("val", "test")
-    log(f"evaluate: {Path(windows_dir) / 'test_windows.npy'} is not built; evaluating val only")
-    return ("val",)
+# every number is reported on both; the choices made before (best checkpoint by val loss, probe penalties by
+# subject-grouped CV on train) never see test
+EVAL_SPLITS = ("val", "test")
 
 
 def run_evaluate(cfg: EvalConfig, model_dir: Path, windows_dir: Path, metrics_path: Path,
                  reconstruction_png: Path, probes_png: Path, *, progress: bool = True, log=print) -> dict:
     """Evaluate ``model_dir / cfg.checkpoint``; write the metrics JSON and the two figures (of val)."""
     res = evaluate_checkpoint(cfg, Path(model_dir) / cfg.checkpoint, Path(windows_dir),
-                              splits_to_evaluate(windows_dir, log), progress=progress, log=log)
+                              EVAL_SPLITS, progress=progress, log=log)
     m = res["metrics"]
     for path in (metrics_path, reconstruction_png, probes_png):
         Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -42,8 +42,10 @@ def evaluate_checkpoint(cfg: EvalConfig, checkpoint: Path, windows_dir: Path, sp
     mcfg = model.cfg
     channels = tuple(ckpt["config"]["channels"])
     train = SplitData.load(windows_dir, "train", channels)
-    evals = [SplitData.load(windows_dir, s, channels) for s in splits]
-    check_held_out(train, evals)
+    evals = []
+    for s in splits:   # each split is checked as it is read, so a bad val is named before a missing test
+        evals.append(SplitData.load(windows_dir, s, channels))
+        check_held_out(train, evals[-1:])
     log(f"evaluate: {checkpoint} (epoch {ckpt['epoch'] + 1}) on {', '.join(f'{e.name} ({len(e)} windows)' for e in evals)}"
         f"; probes fitted on train ({len(train)} windows)")
 
