@@ -128,7 +128,8 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
     for key, caseids in report["labels_missing"].items():
         if caseids:
             print(f"build-windows {split}: label {key} (track {cfg.label_tracks[key]!r}) is not in {len(caseids)} "
-                  f"of {report['cases_read']} case(s) read, its column is empty for their windows: "
+                  f"of {report['cases_read']} case(s) read, its column is empty for their windows"
+                  + (" (all cases: check the track name)" if key in report.get("labels_absent", ()) else "") + ": "
                   f"case(s) {', '.join(map(str, caseids[:10]))}" + (" ..." if len(caseids) > 10 else ""))
     for w in report["case_warnings"]:
         print(f"build-windows {split}: case {w['caseid']}: {w['criterion']} rejected {w['rejected']} of its "
