@@ -101,7 +101,7 @@ def test_card_numbers_equal_the_metrics_file(exported):
     for task, method, score, v, lo, hi in tasks:
         if method != "skipped":
             assert f"| {task} | {method} | {score} | {v:.3f} | [{lo:.3f}, {hi:.3f}] |" in card
-    hr = m["test"]["probes"]["hr"]["pretrained_mean"]["r2"]          # the card reports test, which chose nothing
+    hr = m["test"]["tasks"]["hr"]["pretrained_mean"]["r2"]          # the card reports test, which chose nothing
     assert f"| hr | pretrained_mean | r2 | {hr['value']:.3f} | [{hr['ci_low']:.3f}, {hr['ci_high']:.3f}] |" in card
     assert "test split" in card and "optimistic" not in card
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from ..config import check
 
+RULES = ("below", "above", "at_least", "equals")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -22,6 +24,9 @@ class EvalConfig:
     batch_size: int
     device: str                  # auto | cpu | cuda | cuda:N
     figure_windows: int          # val windows drawn in the reconstruction figure
+    tasks: dict                  # task name -> {label, level, kind[, rule]} (see vitalssl.eval.tasks)
+    min_positives: int           # a binary task needs this many positive (and negative) windows or cases per split
+    min_positive_subjects: int   # ... spread over at least this many subjects
 
     def __post_init__(self):
         check(len(self.mask_ratios) > 0 and all(0 < r < 1 for r in self.mask_ratios), "evaluate.mask_ratios",
@@ -39,3 +44,26 @@ class EvalConfig:
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"), "evaluate.device",
               "must be auto, cpu, cuda or cuda:N")
         check(self.figure_windows >= 1, "evaluate.figure_windows", "must be >= 1")
+        check(self.min_positives >= 1, "evaluate.min_positives", "must be >= 1")
+        check(self.min_positive_subjects >= 2, "evaluate.min_positive_subjects", "must be >= 2")
+        for name, t in self.tasks.items():
+            check_task(name, t)
+
+
+
+def check_task(name: str, t) -> None:
+    """One ``evaluate.tasks`` entry: label, level (window | case), kind (regression | binary), rule for binary."""
+    where = f"evaluate.tasks.{name}"
+    check(isinstance(t, dict), where, "must be a mapping of label, level, kind (and rule for binary)")
+    allowed = {"label", "level", "kind"} | ({"rule"} if t.get("kind") == "binary" else set())
+    check(set(t) == allowed, where, f"needs exactly the keys {', '.join(sorted(allowed))}, got {', '.join(map(str, t))}")
+    check(isinstance(t["label"], str) and t["label"] != "", f"{where}.label", "must be a column name")
+    check(t["level"] in ("window", "case"), f"{where}.level", "must be window or case")
+    check(t["kind"] in ("regression", "binary"), f"{where}.kind", "must be regression or binary")
+    if t["kind"] == "binary":
+        r = t["rule"]
+        check(isinstance(r, dict) and len(r) == 1 and next(iter(r)) in RULES, f"{where}.rule",
+              f"must be one of {', '.join(f'{k}: <value>' for k in RULES)}")
+        k, v = next(iter(r.items()))
+        check(k == "equals" or (isinstance(v, (int, float)) and not isinstance(v, bool)), f"{where}.rule.{k}",
+              "must be a number")

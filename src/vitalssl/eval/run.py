@@ -18,11 +18,13 @@ from ..ssl.distributed import pick_device
 from ..ssl.encoder import POOLS, PretrainedEncoder
 from . import bootstrap as bs
 from .config import EvalConfig
+from .beatfeatures import beat_features, fill_missing
 from .features import hand_features
 from .probes import linear_probe
 from .reconstruction import (BASELINES, fit_beat_repeat_scale, fixed_masks, hidden_samples, mask_key,
                              model_reconstruction, baseline_reconstructions, reconstruction_errors)
 from .splitdata import SplitData, check_held_out
+from .tasks import task_metrics
 
 FIGURE_SETTING = ("random", 0.4)   # the mask setting the reconstruction figure draws (the pretraining default)
 
@@ -53,12 +55,15 @@ def evaluate_checkpoint(cfg: EvalConfig, checkpoint: Path, windows_dir: Path, sp
     scales = {(k, r): fit_beat_repeat_scale(train.read, len(train), mcfg.num_patches, mcfg.patch_length, r, k,
                                             cfg.seed, cfg.scale_fit_windows, cfg.batch_size) for k, r in settings}
     metrics = {"checkpoint": {"epoch": int(ckpt["epoch"]) + 1, "file": Path(checkpoint).name}}
-    features = probe_features(cfg, model.encoder, mcfg, [train] + evals, device, progress)
+    features = probe_features(cfg, model.encoder, mcfg, [train] + evals, device, progress, channels)
+    tasks = task_metrics(cfg, features, train, evals, lambda name: derive_seed(
+        cfg.seed, BOOTSTRAP, 1, sorted(cfg.tasks).index(name)), POOLS)
     figure = None
     for ev in evals:
         rec, fig = reconstruction_metrics(cfg, model, ev, scales, channels, device, progress)
         metrics[ev.name] = {"windows": len(ev), "subjects": bs.group_index(ev.groups)[1],
-                            "reconstruction": rec, "probes": probe_metrics(cfg, features, train, ev)}
+                            "reconstruction": rec, "probes": probe_metrics(cfg, features, train, ev),
+                            "tasks": tasks[ev.name]}
         if ev.name == evals[0].name:
             figure = fig
     return {"metrics": metrics, "figure": figure}
@@ -111,8 +116,9 @@ def figure_arrays(cfg, model, ev: SplitData, masks, scale, best: str, channels, 
 
 # --------------------------------------------------------------------------- probes
 
-def probe_features(cfg, encoder, mcfg, splits: list, device, progress) -> dict:
-    """``{feature set: {split: [n, d] array}}`` for the pretrained encoder, random-weights encoders and hand features."""
+def probe_features(cfg, encoder, mcfg, splits: list, device, progress, channels=()) -> dict:
+    """``{feature set: {split: [n, d] array}}``: the pretrained encoder, random-weights encoders, hand features and,
+    with a PPG and an ECG channel, the classical beat features (``beat``; a missing measure is the train median)."""
     encoders = {"pretrained": PretrainedEncoder(encoder, mcfg, device)}
     for s in range(cfg.random_encoder_seeds):
         encoders[f"random{s}"] = PretrainedEncoder.random(mcfg, derive_seed(cfg.seed, RANDOM_ENCODER, s), device)
@@ -126,6 +132,11 @@ def probe_features(cfg, encoder, mcfg, splits: list, device, progress) -> dict:
         feats.setdefault("hand", {})[sp.name] = np.concatenate(
             [hand_features(sp.read(np.arange(i, min(i + cfg.batch_size, len(sp)))))
              for i in range(0, len(sp), cfg.batch_size)])
+    if "PPG" in channels and "ECG" in channels:
+        ppg, ecg = list(channels).index("PPG"), list(channels).index("ECG")
+        raw = [np.concatenate([beat_features(sp.read(np.arange(i, min(i + cfg.batch_size, len(sp)))), ppg, ecg)
+                               for i in range(0, len(sp), cfg.batch_size)]) for sp in splits]
+        feats["beat"] = dict(zip([sp.name for sp in splits], fill_missing(*raw)))
     return feats
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +19,7 @@ class SplitData:
     windows: WindowDataset
     groups: np.ndarray      # [n] ``subject <id>`` per window (``case <id>`` for a case without a subject id)
     labels: dict            # label name (without prefix) -> [n] float, NaN where the window has no value
+    columns: dict = field(default_factory=dict)   # every other metadata column (the clinical ones) as read
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -49,7 +50,8 @@ class SplitData:
                            for s, c in zip(meta["subjectid"], meta["caseid"])])
         labels = {c[len(LABEL_PREFIX):]: pd.to_numeric(meta[c], errors="raise").to_numpy(np.float64)
                   for c in meta.columns if c.startswith(LABEL_PREFIX)}
-        return cls(split, ds, groups, labels)
+        columns = {c: meta[c].to_numpy() for c in meta.columns if not c.startswith(LABEL_PREFIX)}
+        return cls(split, ds, groups, labels, columns)
 
 
 def check_held_out(train: SplitData, evals: list) -> None:
