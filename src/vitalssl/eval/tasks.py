@@ -118,7 +118,8 @@ def auprc(y: np.ndarray, score: np.ndarray):
         P, N = _tied(np.asarray(score, np.float64), pos, W, descending=True)
         tp, fp = np.cumsum(P, axis=1), np.cumsum(N, axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
-            return (P * tp / (tp + fp)).sum(axis=1) / P.sum(axis=1)
+            # a threshold that gains no positive adds nothing (and may hold no weight at all: 0/0)
+            return np.where(P > 0, P * tp / (tp + fp), 0.0).sum(axis=1) / P.sum(axis=1)
     return stat
 
 

@@ -1,0 +1,98 @@
+"""Downstream tasks: label rules, case pooling, the binary scores against scikit-learn, planted answers, skips."""
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from vitalssl.config import ConfigError
+from vitalssl.entry.evaluate_stage import eval_config
+from vitalssl.eval.splitdata import SplitData
+from vitalssl.eval.tasks import Rows, auprc, auroc, label_values, score_task, task_metrics, task_rows
+
+
+@pytest.fixture
+def cfg(params):
+    return eval_config({**params, "evaluate": dict(params["evaluate"], n_bootstrap=300, probe_folds=3)})
+
+
+def split(name, groups, labels=None, columns=None):
+    return SplitData(name, None, np.asarray(groups), labels or {}, columns or {})
+
+
+def test_auroc_and_auprc_equal_scikit_learn_with_ties_and_weights():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    s = np.round(y + rng.normal(0, 1.0, 200), 1)            # rounded: many ties
+    w = rng.integers(0, 4, 200).astype(np.float64)           # bootstrap-like counts, zeros included
+    W = np.stack([np.ones(200), w])
+    assert auroc(y, s)(W) == pytest.approx([roc_auc_score(y, s), roc_auc_score(y, s, sample_weight=w)])
+    assert auprc(y, s)(W) == pytest.approx([average_precision_score(y, s),
+                                            average_precision_score(y, s, sample_weight=w)])
+
+
+def test_rules_make_binary_labels_and_keep_missing():
+    sp = split("val", ["a"] * 4, {"map": np.array([60.0, 65.0, 70.0, np.nan])},
+               {"sex": np.array(["F", "M", np.nan, "F"], object), "asa": np.array([2.0, 3.0, 4.0, np.nan])})
+    got = label_values(sp, {"label": "label_map", "level": "window", "kind": "binary", "rule": {"below": 65.0}})
+    np.testing.assert_array_equal(got, [1.0, 0.0, 0.0, np.nan])
+    got = label_values(sp, {"label": "sex", "level": "case", "kind": "binary", "rule": {"equals": "F"}})
+    np.testing.assert_array_equal(got, [1.0, 0.0, np.nan, 1.0])
+    got = label_values(sp, {"label": "asa", "level": "case", "kind": "binary", "rule": {"at_least": 3}})
+    np.testing.assert_array_equal(got, [0.0, 1.0, 1.0, np.nan])
+    assert label_values(sp, {"label": "label_sbp", "level": "window", "kind": "regression"}) is None
+
+
+def test_a_case_task_pools_each_subjects_windows_into_one_row():
+    sp = split("val", ["s1", "s1", "s2", "s2", "s2", "s3"], columns={"age": np.array([40, 40, 70, 70, 70, 55.0])})
+    x = np.arange(12, dtype=np.float64).reshape(6, 2)
+    rows = task_rows(sp, {"label": "age", "level": "case", "kind": "regression"}, {"f": {"val": x}})
+    assert rows.groups.tolist() == ["s1", "s2", "s3"] and rows.y.tolist() == [40.0, 70.0, 55.0]
+    np.testing.assert_allclose(rows.features["f"], [x[:2].mean(0), x[2:5].mean(0), x[5]])
+
+
+def _planted(seed, n_subj=24, per=10):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n_subj * per, 4))
+    g = np.repeat([f"s{i}" for i in range(n_subj)], per)
+    return X, g, rng
+
+
+@pytest.mark.parametrize("separable", [True, False])
+def test_a_planted_label_is_found_and_an_independent_one_is_chance(cfg, separable):
+    task = {"label": "y", "level": "window", "kind": "binary", "rule": {"above": 0}}
+    (Xtr, gtr, r1), (Xte, gte, r2) = _planted(1), _planted(2)
+    ytr = (Xtr[:, 0] > 0) * 1.0 if separable else r1.integers(0, 2, len(Xtr)) * 1.0
+    yte = (Xte[:, 0] > 0) * 1.0 if separable else r2.integers(0, 2, len(Xte)) * 1.0
+    out = score_task(task, Rows({"f": Xtr}, ytr, gtr), {"test": Rows({"f": Xte}, yte, gte)}, cfg, 0)["test"]["f"]
+    a = out["auroc"]
+    if separable:
+        assert a["value"] > 0.98 and a["ci_low"] > 0.95
+    else:
+        assert a["ci_low"] < 0.5 < a["ci_high"] and abs(a["value"] - 0.5) < 0.1
+        assert out["auprc"]["ci_low"] < yte.mean() < out["auprc"]["ci_high"]   # chance AUPRC is the prevalence
+
+
+def test_a_task_that_cannot_be_scored_says_why_in_the_metrics(params):
+    tasks = {"hypotension": {"label": "label_map", "level": "window", "kind": "binary", "rule": {"below": 65.0}},
+             "sbp": {"label": "label_sbp", "level": "window", "kind": "regression"},
+             "map": {"label": "label_map", "level": "window", "kind": "regression"}}
+    cfg = eval_config({**params, "evaluate": dict(params["evaluate"], n_bootstrap=200, probe_folds=3, tasks=tasks)})
+    X, g, rng = _planted(3, n_subj=12, per=8)
+    tr = split("train", g, {"map": 80 + 10 * rng.random(len(g))})
+    val_map = np.full(len(g), 80.0)
+    val_map[[0, 1, 8]] = 60.0                                 # 3 hypotensive windows, in subjects s0 and s1
+    ev = split("val", np.char.add("v", g), {"map": val_map + rng.random(len(g))})
+    feats = {"f": {"train": X, "val": X}}
+    m = task_metrics(cfg, feats, tr, [ev], lambda name: 0)["val"]
+    assert m["hypotension"] == {"skipped": "hypotension: 0 positive windows in 0 train subjects; need 10 and 2"}
+    assert m["sbp"] == {"skipped": "sbp: column 'label_sbp' is not in the train window metadata"}
+    assert m["map"]["n"] == len(g) and m["map"]["subjects"] == 12 and "r2" in m["map"]["f"]
+    tr.labels["map"][:40] = 60.0                              # now train has positives; val still has 3
+    m = task_metrics(cfg, feats, tr, [ev], lambda name: 0)["val"]
+    assert m["hypotension"] == {"skipped": "hypotension: 3 positive windows in 2 val subjects; need 10 and 2"}
+
+
+def test_a_task_entry_is_checked(params):
+    bad = {"hypotension": {"label": "label_map", "level": "window", "kind": "binary", "rule": {"under": 65.0}}}
+    with pytest.raises(ConfigError, match=r"evaluate\.tasks\.hypotension\.rule"):
+        eval_config({**params, "evaluate": dict(params["evaluate"], tasks=bad)})
