@@ -24,7 +24,7 @@ from .probes import linear_probe
 from .reconstruction import (BASELINES, fit_beat_repeat_scale, fixed_masks, hidden_samples, mask_key,
                              model_reconstruction, baseline_reconstructions, reconstruction_errors)
 from .splitdata import SplitData, check_held_out
-from .tasks import task_metrics
+from .tasks import pool_random_seeds, task_metrics
 
 FIGURE_SETTING = ("random", 0.4)   # the mask setting the reconstruction figure draws (the pretraining default)
 
@@ -166,11 +166,6 @@ def probe_metrics(cfg, features: dict, train: SplitData, ev: SplitData) -> dict:
             res[name] = {"mae": bs.estimate(bs.mae(y_te, p["pred"]), g_te, cfg.n_bootstrap, seed, cfg.ci),
                          "r2": bs.estimate(bs.r2(y_te, p["pred"]), g_te, cfg.n_bootstrap, seed, cfg.ci),
                          "alpha": p["alpha"]}
-        for pool in POOLS:
-            seeds = [res.pop(f"random{s}_{pool}") for s in range(cfg.random_encoder_seeds)]
-            res[f"random_{pool}"] = {m: {"value": float(np.mean([s[m]["value"] for s in seeds])),
-                                         "ci_low": min(s[m]["ci_low"] for s in seeds),
-                                         "ci_high": max(s[m]["ci_high"] for s in seeds)} for m in ("mae", "r2")}
-            res[f"random_{pool}"]["seeds"] = cfg.random_encoder_seeds
+        pool_random_seeds(res, cfg.random_encoder_seeds, POOLS)
         out[label] = res
     return out

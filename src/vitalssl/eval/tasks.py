@@ -176,7 +176,7 @@ def score_task(task: dict, train: Rows, evals: dict, cfg, seed: int) -> dict:
     return out
 
 
-def _pool_random_seeds(res: dict, n_seeds: int, pools) -> None:
+def pool_random_seeds(res: dict, n_seeds: int, pools) -> None:
     """Random-weights encoders summarised over seeds: the mean value, the interval spanning all seeds'."""
     for pool in pools:
         seeds = [res.pop(f"random{s}_{pool}") for s in range(n_seeds) if f"random{s}_{pool}" in res]
@@ -214,6 +214,6 @@ def task_metrics(cfg, feats: dict, train: SplitData, evals: list, seed_of, pools
         seed = seed_of(name)
         scored = score_task(task, tr, rows, cfg, seed)
         for s in out:
-            _pool_random_seeds(scored[s], cfg.random_encoder_seeds, pools)
+            pool_random_seeds(scored[s], cfg.random_encoder_seeds, pools)
             out[s][name] = {**_describe(task, rows[s], cfg, seed), "n_train": int(len(tr.y)), **scored[s]}
     return out
