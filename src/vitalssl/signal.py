@@ -8,21 +8,43 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
-REL_PROMINENCE = 0.35  # a beat stands out by this fraction of the window's robust range
+REL_PROMINENCE = 0.3  # a beat stands out by this fraction of the window's robust range
+REL_TO_BEATS = 0.5     # a wave nearer the beat before it and less than this fraction of its height is not a beat
+
+
+def _typical(prominence: np.ndarray, win: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Per candidate peak: False for a secondary wave (a PPG's dicrotic wave, an ECG's T wave).
+
+    Such a wave can pass the range threshold on its own: a real PPG's dicrotic wave
+    reaches a third of the pulse and more. It follows a beat, nearer to it than to the
+    next beat, and stands less than ``REL_TO_BEATS`` as high as that beat; a beat that is
+    weaker than the one before it lies about midway between its neighbours.
+    ``(win, idx)`` are sorted (candidates grouped by window, then by sample)."""
+    keep = np.ones(len(win), bool)
+    if len(win) < 2:
+        return keep
+    same = win[1:] == win[:-1]
+    gap = np.diff(idx).astype(np.float64)
+    before = np.r_[np.inf, np.where(same, gap, np.inf)]  # samples from the previous candidate of the window
+    after = np.r_[np.where(same, gap, np.inf), np.inf]
+    lower = np.r_[False, same & (prominence[1:] < REL_TO_BEATS * prominence[:-1])]
+    keep &= ~(lower & (before < after))
+    return keep
 
 
 def detect_beats(x: np.ndarray, fs: float, hr_max: float, robust_range: float) -> np.ndarray:
     """Indices of beat peaks in a band-passed window.
 
     A peak must be at least ``60 / hr_max`` s from the previous one and stand out
-    by ``REL_PROMINENCE`` of the window's robust range (1st-99th percentile).
+    by ``REL_PROMINENCE`` of the window's robust range (1st-99th percentile), and by
+    is not a secondary wave of the beat before it (:func:`_typical`).
     :func:`detect_beats_batch` finds the same peaks in every window of a case at once.
     """
     if not robust_range > 0:
         return np.zeros(0, dtype=np.int64)
-    peaks, _ = signal.find_peaks(x, distance=max(1, int(fs * 60.0 / hr_max)),
-                                 prominence=REL_PROMINENCE * robust_range)
-    return peaks
+    peaks, props = signal.find_peaks(x, distance=max(1, int(fs * 60.0 / hr_max)),
+                                     prominence=REL_PROMINENCE * robust_range)
+    return peaks[_typical(props["prominences"], np.zeros(len(peaks), np.int64), peaks)]
 
 
 def detect_beats_batch(w: np.ndarray, fs: float, hr_max: float, robust_range: np.ndarray,
@@ -60,4 +82,6 @@ def detect_beats_batch(w: np.ndarray, fs: float, hr_max: float, robust_range: np
     peaks, win, idx = peaks[real], win[real], idx[real]
     prominence = signal.peak_prominences(flat, peaks)[0]
     keep = prominence >= REL_PROMINENCE * robust_range[win]
+    win, idx, prominence = win[keep], idx[keep], prominence[keep]
+    keep = _typical(prominence, win, idx)
     return win[keep], idx[keep]

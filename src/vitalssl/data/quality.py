@@ -99,7 +99,16 @@ def _plateau_fraction(w: np.ndarray, edge: np.ndarray, span: np.ndarray, tol: fl
     The plateau's level is the most populated ``tol``-wide bin of the range's outer
     ``CLIP_BAND``; samples within one bin of it, and less than half a bin from the
     previous sample (a plateau is smooth; a noisy baseline is not), count when
-    they lie in runs of ``min_run`` or more. Only the band's samples (a few
+    they lie in runs of ``min_run`` or more whose mean lies within :data:`RAIL_DEPTH` bins of
+    the edge (a slow trough quantised by a coarse ADC makes level runs further in), and when
+    the run is level: a rail
+    holds one level from its start to its end, while a rounded peak or trough
+    (a real PPG's broad systolic peak, a slow diastolic foot) passes through the
+    band as a dome or a slope. A run's thirds are compared: one whose middle is
+    more than :data:`PLATEAU_DOME` bins nearer the edge than its ends, or whose
+    ends differ by more than :data:`PLATEAU_SLOPE` bins, is not a rail (ringing
+    ears, ends nearer the edge than the middle, are a filtered rail's and are
+    allowed). Only the band's samples (a few
     percent of a clean window) are looked at after the first comparison; the
     rows' own values reach them by ``np.repeat`` (the band's samples come in row
     order), not by gathers.
@@ -126,7 +135,7 @@ def _plateau_fraction(w: np.ndarray, edge: np.ndarray, span: np.ndarray, tol: fl
     mode = np.bincount(r * nb + k, minlength=n * nb).reshape(n, nb).argmax(axis=1)
     prev = wf[flat - 1].astype(np.float64, copy=False)  # the row's previous sample; the first sample of a row is dropped below
     keep = (np.abs(k - np.repeat(mode, counts)) <= 1) & (np.abs(v - prev) <= 0.5 * unit_r) & (c > 0)
-    r, c = r[keep], c[keep]
+    r, c, depth, unit_r = r[keep], c[keep], depth[keep], unit_r[keep]
     if len(r) == 0:
         return np.zeros(n)
     # runs: consecutive columns in one row
@@ -134,8 +143,32 @@ def _plateau_fraction(w: np.ndarray, edge: np.ndarray, span: np.ndarray, tol: fl
     new_run[1:] = (c[1:] != c[:-1] + 1) | (r[1:] != r[:-1])
     first = np.flatnonzero(new_run)
     lengths = np.diff(np.append(first, len(r)))
-    long = lengths >= min_run
-    return np.bincount(r[first[long]], weights=lengths[long], minlength=n) / length
+    d = depth / unit_r
+    run = np.cumsum(new_run) - 1
+    near = np.bincount(run, weights=d) / lengths <= RAIL_DEPTH
+    rail = (lengths >= min_run) & near & _level(d, new_run, first, lengths)
+    return np.bincount(r[first[rail]], weights=lengths[rail], minlength=n) / length
+
+
+RAIL_DEPTH = 5.0     # bins: a rail lies this near the window's extreme (a filtered one overshoots it a little)
+PLATEAU_DOME = 0.3   # bins: a run whose middle third is this much nearer the edge than its outer thirds is a dome
+PLATEAU_SLOPE = 0.6  # bins: a run whose first and last thirds differ by this much is a slope
+
+
+def _level(d: np.ndarray, new_run: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Per run of samples at depths ``d`` (in bins from the edge; runs start where ``new_run``):
+    whether it holds one level, neither a dome nor a slope (see :func:`_plateau_fraction`).
+
+    Calibrated on a real finger PPG that clips at its 8-bit ADC's top (``systole``'s
+    ``ppg.npy``, see ``tests/test_real_recordings.py``): its windows with samples on the rail are caught,
+    and most of those without, rejected before, are kept."""
+    run = np.cumsum(new_run) - 1
+    pos = (np.arange(len(d)) - first[run] + 0.5) / lengths[run]  # (0, 1) along the run
+    key = run * 3 + np.minimum((pos * 3).astype(np.int64), 2)
+    m = (np.bincount(key, weights=d, minlength=3 * len(first))
+         / np.maximum(np.bincount(key, minlength=3 * len(first)), 1)).reshape(-1, 3)
+    dome = (m[:, 0] + m[:, 2]) / 2 - m[:, 1]  # > 0: the middle nearer the edge
+    return (dome <= PLATEAU_DOME) & (np.abs(m[:, 0] - m[:, 2]) <= PLATEAU_SLOPE)
 
 
 def _clip_fraction(w: np.ndarray, tol: float, min_run: int) -> np.ndarray:
@@ -382,32 +415,44 @@ class Beats:
         return self.p[self.poff[i]:self.poff[i + 1]], self.r[self.roff[i]:self.roff[i + 1]]
 
 
-def judge(ppg: dict, ecg: dict, pair: dict, cfg: GateConfig) -> dict:
-    """Which criteria each window fails: ``{criterion: [n] bool}``.
+CHANNEL_CRITERIA = CRITERIA[:6]  # judged on each channel alone: a window fails if either channel does
 
-    A measure that cannot be taken (NaN: too few beats) fails its criterion.
+
+def channel_fails(m: dict, amp_range: tuple, cfg: GateConfig) -> dict:
+    """Which of :data:`CHANNEL_CRITERIA` each window of one channel fails: ``{criterion: [n] bool}``.
+
+    ``m`` maps :data:`CHANNEL_MEASURES` to ``[n]`` arrays; ``amp_range`` is the channel's
+    (``cfg.ppg_amp_range`` or ``cfg.ecg_amp_range``). A measure that cannot be taken
+    (NaN: too few beats) fails its criterion; a NaN raw measure (no sample) is left to ``missing``.
     """
     def a(x):
         return np.asarray(x, dtype=float)
 
-    def outside(x, rng):
-        return ~((rng[0] <= a(x)) & (a(x) <= rng[1]))
-
-    def hr_bad(m):
-        return (a(m["beats"]) < cfg.min_beats) | outside(m["hr"], cfg.hr_range) | ~(a(m["ibi_cv"]) <= cfg.max_ibi_cv)
-
     with np.errstate(invalid="ignore"):
         return {
-            "missing": np.maximum(a(ppg["missing"]), a(ecg["missing"])) > cfg.max_missing_frac,
-            "flat": np.maximum(a(ppg["flat_s"]), a(ecg["flat_s"])) > cfg.max_flat_s,
-            "clipping": np.maximum(a(ppg["clip"]), a(ecg["clip"])) > cfg.max_clip_frac,
-            "amplitude": outside(ppg["amp"], cfg.ppg_amp_range) | outside(ecg["amp"], cfg.ecg_amp_range),
-            "heart_rate": hr_bad(ppg) | hr_bad(ecg),
-            "beat_coverage": ~(np.maximum(a(ppg["gap_ratio"]), a(ecg["gap_ratio"])) <= cfg.max_gap_ratio),
-            "hr_disagreement": ~(a(pair["hr_diff"]) <= cfg.max_hr_diff),
-            "beat_correspondence": ~(a(pair["beat_match"]) >= cfg.min_beat_match),
-            "pat_stability": ~(a(pair["pat_iqr_s"]) <= cfg.max_pat_iqr_s),
+            "missing": a(m["missing"]) > cfg.max_missing_frac,
+            "flat": a(m["flat_s"]) > cfg.max_flat_s,
+            "clipping": a(m["clip"]) > cfg.max_clip_frac,
+            "amplitude": ~((amp_range[0] <= a(m["amp"])) & (a(m["amp"]) <= amp_range[1])),
+            "heart_rate": (a(m["beats"]) < cfg.min_beats) | ~((cfg.hr_range[0] <= a(m["hr"])) & (a(m["hr"]) <= cfg.hr_range[1]))
+            | ~(a(m["ibi_cv"]) <= cfg.max_ibi_cv),
+            "beat_coverage": ~(a(m["gap_ratio"]) <= cfg.max_gap_ratio),
         }
+
+
+def judge(ppg: dict, ecg: dict, pair: dict, cfg: GateConfig) -> dict:
+    """Which criteria each window fails: ``{criterion: [n] bool}``.
+
+    The channel criteria (:func:`channel_fails`) fail when either channel does; a pair
+    measure that cannot be taken (NaN) fails its criterion.
+    """
+    p, e = channel_fails(ppg, cfg.ppg_amp_range, cfg), channel_fails(ecg, cfg.ecg_amp_range, cfg)
+    fails = {c: p[c] | e[c] for c in CHANNEL_CRITERIA}
+    with np.errstate(invalid="ignore"):
+        fails["hr_disagreement"] = ~(np.asarray(pair["hr_diff"], float) <= cfg.max_hr_diff)
+        fails["beat_correspondence"] = ~(np.asarray(pair["beat_match"], float) >= cfg.min_beat_match)
+        fails["pat_stability"] = ~(np.asarray(pair["pat_iqr_s"], float) <= cfg.max_pat_iqr_s)
+    return fails
 
 
 def margins(ppg: dict, ecg: dict, pair: dict, cfg: GateConfig) -> dict:

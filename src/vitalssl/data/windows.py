@@ -118,6 +118,27 @@ def _window_labels(labels: dict, starts: np.ndarray, length: int, fs: float) -> 
     return out
 
 
+def gate_case(ppg: np.ndarray, ecg: np.ndarray, cfg: WindowConfig) -> tuple:
+    """Resample, filter and window a case's native-rate channels and take the gate's measures.
+
+    Returns ``(filt, starts, (ppg, ecg, pair, beats))``: the band-passed channels at the target
+    rate (cut to a common length), the windows' starts in their samples, and
+    :func:`~vitalssl.data.quality.case_measures`' result."""
+    fs, dec, L = cfg.target_srate, cfg.decimation, cfg.window_len
+    # float32 as stored: the gate's raw measures compute in float64, and fill_gaps hands the filters a float64 copy
+    raw = (ppg, ecg)
+    filt = []
+    for x, band in zip(raw, (cfg.filter.ppg_band, cfg.filter.ecg_band)):
+        # resampling first: both steps are linear filters, and the band-pass then runs on 1/decimation the samples
+        sos = bandpass_sos(cfg.filter.type, cfg.filter.order, band, fs)
+        filt.append(bandpass(resample(fill_gaps(x), dec), sos))
+    n = min(len(filt[0]), len(filt[1]), len(raw[0]) // dec)
+    starts = window_starts(n, L, cfg.stride_len)
+    measures = case_measures(tuple(r[: n * dec] for r in raw), tuple(f[:n] for f in filt), starts, L,
+                             dec, cfg.native_srate, fs, cfg.gate)
+    return (filt[0][:n], filt[1][:n]), starts, measures
+
+
 def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig, clinical: dict | None = None) -> CaseWindows:
     """Read, resample, filter, window, gate and normalise one case; format its rows for the CSV files.
 
@@ -127,23 +148,13 @@ def process_case(path: Path, caseid: int, subjectid, cfg: WindowConfig, clinical
         sig = read_case(path, caseid, cfg.ppg_track, cfg.ecg_track, dict(cfg.label_tracks), cfg.native_srate)
     except CaseError as e:
         return CaseWindows.failed(caseid, e, cfg.window_len)
-    fs, dec, L = cfg.target_srate, cfg.decimation, cfg.window_len
-    # float32 as stored: the gate's raw measures compute in float64, and fill_gaps hands the filters a float64 copy
-    raw = (sig.ppg, sig.ecg)
-    filt = []
-    for x, band in zip(raw, (cfg.filter.ppg_band, cfg.filter.ecg_band)):
-        # resampling first: both steps are linear filters, and the band-pass then runs on 1/decimation the samples
-        sos = bandpass_sos(cfg.filter.type, cfg.filter.order, band, fs)
-        filt.append(bandpass(resample(fill_gaps(x), dec), sos))
-    n = min(len(filt[0]), len(filt[1]), len(raw[0]) // dec)
-    starts = window_starts(n, L, cfg.stride_len)
-    ppg, ecg, pair, beats = case_measures(tuple(r[: n * dec] for r in raw), tuple(f[:n] for f in filt), starts, L,
-                                          dec, cfg.native_srate, fs, cfg.gate)
+    fs, L = cfg.target_srate, cfg.window_len
+    filt, starts, (ppg, ecg, pair, beats) = gate_case(sig.ppg, sig.ecg, cfg)
     fails = judge(ppg, ecg, pair, cfg.gate)
     kept = kept_mask(fails, len(starts))
     w = np.empty((int(kept.sum()), 2, L))
     for c in range(2):
-        w[:, c] = _windows(filt[c][:n], starts[kept], L)
+        w[:, c] = _windows(filt[c], starts[kept], L)
     windows = zscore(w, out=w).astype(np.float32)
     measures = [m[k] for m in (ppg, ecg) for k in CHANNEL_MEASURES] + [pair[k] for k in PAIR_MEASURES]
     starts_s = starts / fs
