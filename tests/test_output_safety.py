@@ -183,5 +183,5 @@ def test_atomic_write_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp
                         or real_fsync(fd))
     monkeypatch.setattr(atomic.os, "replace", lambda a, b: events.append(("replace", str(b))) or real_replace(a, b))
     atomic_write_text(tmp_path / "x.json", "{}")
-    assert events == [("fsync", str(tmp_path / "x.tmp.json")), ("replace", str(tmp_path / "x.json")),
+    assert events == [("fsync", str(tmp_path / f"x.{os.getpid()}.tmp.json")), ("replace", str(tmp_path / "x.json")),
                       ("fsync", str(tmp_path))]

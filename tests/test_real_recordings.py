@@ -124,7 +124,7 @@ def test_real_recordings_are_what_the_table_says(real_cases):
 
 
 def real_false_rejection(real_cases, wcfg) -> dict:
-    """{criterion: (rejected, clean)} over the clean real windows; for the README's table."""
+    """{criterion: (rejected, clean)} over the clean real windows; for docs/quality-gate.md's table."""
     rail = _rail_fraction(wcfg.window_s, wcfg.stride_s, real_cases["systole_ppg"]["n"])
     out = {c: [0, 0] for c in CHANNEL_CRITERIA}
     for name, case in real_cases.items():
@@ -136,8 +136,9 @@ def real_false_rejection(real_cases, wcfg) -> dict:
 
 
 def test_false_rejection_table_in_readme_is_current(real_cases, wcfg):
-    """The README's real-recording false-rejection rates are these recordings' (rerun and update it if not)."""
+    """docs/quality-gate.md's real-recording false-rejection rates are these recordings' (rerun and update it if not)."""
     from pathlib import Path
     text = (Path(__file__).resolve().parents[1] / "docs" / "quality-gate.md").read_text()
+    text = text.replace("| clean real windows rejected |", "")
     for c, (rej, n) in real_false_rejection(real_cases, wcfg).items():
         assert f"| {c} | {rej} of {n} |" in text, (c, rej, n)

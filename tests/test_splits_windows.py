@@ -240,3 +240,63 @@ def test_a_criterion_rejecting_a_whole_case_is_noted_with_a_hint(tmp_path, wcfg)
     assert report["case_warnings"] == [{"caseid": 2, "criterion": "amplitude", "rejected": 12, "windows": 12,
                                         "hint": report["case_warnings"][0]["hint"]}]
     assert "units" in report["case_warnings"][0]["hint"]
+
+
+def test_a_second_build_into_the_same_folder_fails_at_once_and_changes_nothing(demo_run, tmp_path):
+    """Two builds into one folder would interleave their files: while one holds the folder's lock, another
+    fails before reading a case, naming the holder's pid, and every file already there is byte-identical."""
+    import os
+
+    from vitalssl.atomic import FolderLock
+    from vitalssl.data.windows import LOCK_NAME
+    root, data, _, wcfg, _ = demo_run
+    out = tmp_path / "win"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    (out / "train_windows.npy").write_bytes((root / "win" / "train_windows.npy").read_bytes())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with FolderLock(out, LOCK_NAME, "build-windows"):
+        with pytest.raises(RuntimeError, match=rf"another build-windows \(pid {os.getpid()}\) is writing into"):
+            run_build_windows(data, wcfg, root / "splits.json", "train", out, None, progress=False)
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.name != LOCK_NAME}
+    assert not (out / LOCK_NAME).exists()  # the holder removed it on release
+    assert after == before
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]
+
+
+def test_temporary_names_are_unique_per_process(tmp_path):
+    """A second run's temporary file never is the first's: the names carry the process id."""
+    import os
+    import subprocess
+    import sys
+
+    from vitalssl.atomic import is_tmp, tmp_path as tmp_name
+    mine = tmp_name(tmp_path / "train_windows.npy")
+    other = subprocess.run([sys.executable, "-c", "import sys; from vitalssl.atomic import tmp_path; "
+                            "print(tmp_path(sys.argv[1]))", str(tmp_path / "train_windows.npy")],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert mine.name == f"train_windows.{os.getpid()}.tmp.npy" and is_tmp(mine) and is_tmp(other)
+    assert other != str(mine)
+
+
+def test_a_window_file_that_disagrees_with_its_header_or_sidecar_is_refused(demo_run, tmp_path):
+    """Bytes beyond the header's count (two builds interleaved) or a sidecar from another build are named at open."""
+    import json
+
+    from vitalssl.windowfile import WindowDataset
+    root = demo_run[0]
+    src = root / "win" / "train_windows.npy"
+    grown = tmp_path / "a" / "train_windows.npy"
+    grown.parent.mkdir()
+    grown.write_bytes(src.read_bytes() + b"\0" * 4 * 2 * 1250)
+    with pytest.raises(ValueError, match=r"train_windows\.npy: its header says .* but the file has \d+ bytes"):
+        WindowDataset(grown, ("PPG", "ECG"))
+    other = tmp_path / "b" / "train_windows.npy"
+    other.parent.mkdir()
+    other.write_bytes(src.read_bytes())
+    info = json.loads((root / "win" / "train_windows.json").read_text())
+    info["count"] += 61
+    (other.parent / "train_windows.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match=rf"holds {info['count'] - 61} windows but its sidecar train_windows.json "
+                                         rf"says {info['count']}"):
+        WindowDataset(other, ("PPG", "ECG"))

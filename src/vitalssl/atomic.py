@@ -9,9 +9,11 @@ from typing import Callable
 
 
 def tmp_path(path: Path) -> Path:
-    """The temporary name ``path`` is written under before its rename: ``x.tmp.npy`` for ``x.npy``."""
+    """The temporary name ``path`` is written under before its rename: ``x.<pid>.tmp.npy`` for ``x.npy``.
+
+    The process id keeps two runs writing the same file from writing into one temporary file."""
     path = Path(path)
-    return path.with_name(f"{path.stem}.tmp{path.suffix}")
+    return path.with_name(f"{path.stem}.{os.getpid()}.tmp{path.suffix}")
 
 
 def is_tmp(path: Path) -> bool:
@@ -67,3 +69,40 @@ def atomic_write_text(path: Path, text: str) -> None:
 def write_json(path: Path, obj) -> None:
     """Indented, key-sorted JSON with a trailing newline, written atomically."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+class FolderLock:
+    """An exclusive lock on a folder a command writes into (``flock`` on ``<folder>/<name>``), held while in
+    the ``with`` block. Another holder makes it fail at once, naming that holder's process id. The lock
+    file is removed on exit; a taker checks that the file it locked is still the one at that name, so a
+    removal never lets two holders in."""
+
+    def __init__(self, folder: Path, name: str, what: str):
+        self.path, self.what, self.fd = Path(folder) / name, what, None
+
+    def __enter__(self) -> "FolderLock":
+        import fcntl
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise RuntimeError(f"{self.path.parent}: another {self.what} (pid {holder}) is writing into this "
+                                   f"folder; wait for it to end or choose another folder") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the holder before removed it as we opened it: take the new one
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)  # while still held: a taker that opened it sees it gone and retries
+        os.close(self.fd)

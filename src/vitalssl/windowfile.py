@@ -115,14 +115,22 @@ def _open_windows(path: Path, flag: str) -> tuple[np.ndarray, tuple]:
                          f"{type(e).__name__}: {e}") from e
     if not isinstance(x, np.ndarray):
         raise ValueError(f"{flag} {path}: holds no plain array (an .npy of {type(x).__name__})")
+    size, want = path.stat().st_size, getattr(x, "offset", 0) + x.nbytes
+    if isinstance(x, np.memmap) and size != want:
+        raise ValueError(f"{flag} {path}: its header says {x.shape} ({want} bytes with the header) but the file "
+                         f"has {size} bytes: written by two runs at once, or cut; rebuild it")
     side = path.with_suffix(".json")
     if not side.exists():
         return x, CHANNELS
     try:
-        names = json.loads(side.read_text())["channels"]
+        info = json.loads(side.read_text())
+        names = info["channels"]
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{flag} {side}: the window file's sidecar has no readable 'channels' list "
                          f"({type(e).__name__}: {e})") from e
+    if isinstance(info.get("count"), int) and info["count"] != len(x):
+        raise ValueError(f"{flag} {path}: holds {len(x)} windows but its sidecar {side.name} says {info['count']}: "
+                         f"the two are from different builds; rebuild them")
     return x, tuple(str(c) for c in names)
 
 

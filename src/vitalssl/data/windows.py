@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import tmp_path, write_json
+from ..atomic import FolderLock, tmp_path, write_json
 from ..config import to_dict
 from ..windowfile import CHANNELS, NpyAppender
 from .casepool import CaseFailure, run_cases
@@ -233,12 +233,22 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
     Cases run in ``cfg.num_workers`` processes (:func:`vitalssl.data.casepool.run_cases`),
     one case in memory per worker, and are written in case order, so the output
     is byte-identical for the same inputs. Returns the quality report (also the
-    caller's DVC metrics).
+    caller's DVC metrics). Holds a lock on ``out_dir`` throughout: a second build into the same folder
+    fails at once, naming the first one's process id.
     """
-    from tqdm import tqdm
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out_dir, LOCK_NAME, "build-windows"):
+        return _build_split(source, cases, cfg, out_dir, split, progress, on_case, clinical)
+
+
+LOCK_NAME = ".build-windows.lock"  # one build at a time per output folder: their files would interleave
+
+
+def _build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: str, progress: bool,
+                 on_case, clinical: dict | None) -> dict:
+    from tqdm import tqdm
+
     paths = output_paths(out_dir, split)
     L = cfg.window_len
     report = {"split": split, "cases_total": len(cases), "cases_read": 0, "cases_failed": 0,

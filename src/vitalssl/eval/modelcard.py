@@ -55,6 +55,37 @@ def task_rows(metrics: dict) -> list[tuple]:
     return rows
 
 
+def evaluation_tables(metrics: dict, level: str = "###") -> list[str]:
+    """The reconstruction and task tables of the report split, as Markdown lines (headings at ``level``)."""
+    lines = [f"{level} Masked reconstruction (MSE on hidden samples, z-scored units)", "",
+             "| setting | channel | model | best baseline | baseline | model - baseline | interval |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {k} | {ch} | {_fmt(m)} | {b} | {_fmt(bm)} | {_fmt(d)} | [{_fmt(lo)}, {_fmt(hi)}] |"
+              for k, ch, m, b, bm, d, lo, hi in reconstruction_rows(metrics)]
+    lines += ["", f"{level} Downstream tasks (linear probes on frozen embeddings, and baselines)", "",
+              "| task | method | score | value | interval |", "|---|---|---|---|---|"]
+    for task, method, score, v, lo, hi in task_rows(metrics):
+        if method == "skipped":
+            lines.append(f"| {task} | skipped | {score} | | |")
+        else:
+            lines.append(f"| {task} | {method} | {score} | {_fmt(v)} | [{_fmt(lo)}, {_fmt(hi)}] |")
+    return lines
+
+
+BEGIN, END = "<!-- tables from metrics/evaluate.json: begin -->", "<!-- tables from metrics/evaluate.json: end -->"
+
+
+def refresh_doc(path, metrics: dict) -> str:
+    """``path``'s text with the block between :data:`BEGIN` and :data:`END` rendered from ``metrics``."""
+    from pathlib import Path
+    text = Path(path).read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{path}: no {BEGIN!r} ... {END!r} block to fill")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return head + BEGIN + "\n" + "\n".join(evaluation_tables(metrics, "##")) + "\n" + END + tail
+
+
 def render_card(metrics: dict, export_doc: dict, data_summary: dict, ci: float) -> str:
     """The card as Markdown. ``data_summary``: windows and subjects per split (from the window sidecars)."""
     split = report_split(metrics)
@@ -91,19 +122,8 @@ def render_card(metrics: dict, export_doc: dict, data_summary: dict, ci: float) 
         f"Reported on the {split} split; no choice of checkpoint, recipe or probe penalty used it."
         if split == "test" else
         "Only the val split was evaluated, and val also chose the checkpoint: these numbers are optimistic.", "",
-        "### Masked reconstruction (MSE on hidden samples, z-scored units)", "",
-        "| setting | channel | model | best baseline | baseline | model - baseline | interval |",
-        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {k} | {ch} | {_fmt(m)} | {b} | {_fmt(bm)} | {_fmt(d)} | [{_fmt(lo)}, {_fmt(hi)}] |"
-              for k, ch, m, b, bm, d, lo, hi in reconstruction_rows(metrics)]
-    lines += ["", "### Downstream tasks (linear probes on frozen embeddings, and baselines)", "",
-              "| task | method | score | value | interval |", "|---|---|---|---|---|"]
-    for task, method, score, v, lo, hi in task_rows(metrics):
-        if method == "skipped":
-            lines.append(f"| {task} | skipped | {score} | | |")
-        else:
-            lines.append(f"| {task} | {method} | {score} | {_fmt(v)} | [{_fmt(lo)}, {_fmt(hi)}] |")
+    lines += evaluation_tables(metrics, "###")
     lines += ["", "## Intended use and limits", "",
               "- Research use: a starting point for fine-tuning or probing on perioperative PPG/ECG. "
               "Not a medical device; no output of it is a clinical measurement.",
@@ -113,3 +133,13 @@ def render_card(metrics: dict, export_doc: dict, data_summary: dict, ci: float) 
               "- The numbers above come from the data named in this card; on the built-in synthetic demo they "
               "show the pipeline works, not clinical validity.", ""]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m vitalssl.eval.modelcard docs/results.md: refresh its tables from the metrics
+    import json
+    import sys
+    from pathlib import Path
+
+    from ..atomic import atomic_write_text
+    for doc in sys.argv[1:]:
+        atomic_write_text(Path(doc), refresh_doc(doc, json.loads(Path("metrics/evaluate.json").read_text())))
