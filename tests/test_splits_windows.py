@@ -300,3 +300,61 @@ def test_a_window_file_that_disagrees_with_its_header_or_sidecar_is_refused(demo
     with pytest.raises(ValueError, match=rf"holds {info['count'] - 61} windows but its sidecar train_windows.json "
                                          rf"says {info['count']}"):
         WindowDataset(other, ("PPG", "ECG"))
+
+
+@pytest.mark.slow
+def test_two_concurrent_builds_into_one_folder(tmp_path, params):
+    """Two real `ttm-vitaldb build-windows` processes into one folder, stride 10 s and 5 s, the second started
+    while the first runs: the second fails naming the first's pid, and the first publishes exactly a clean
+    build's files (before the lock, 3 of 3 such trials published a corrupt window file)."""
+    import copy
+
+    import yaml
+    import shutil
+    import subprocess
+    import sys
+    import time
+
+    from vitalssl.config import from_dict
+    from vitalssl.data.config import DemoConfig
+    root = tmp_path
+    dcfg = replace(from_dict(DemoConfig, params["demo"], "demo"), n_cases=16, n_subjects=12, duration_s=(900, 900))
+    run_demo(dcfg, root / "demo", progress=False)
+    data = DataConfig(source="demo", demo_dir=str(root / "demo"), local_dir="", clinical_csv=None, cache_dir="",
+                      download_retries=0, api_url="https://api.vitaldb.net", download_workers=1,
+                      connect_timeout_s=1.0, read_timeout_s=1.0, retry_backoff_s=0.0)
+    run_prepare_splits(data, _scfg(mode="fasttrack", fasttrack_cases=16, case_set="bis", train=0.5, val=0.25,
+                                   test=0.25), root / "splits.json", TRACKS)
+    p = copy.deepcopy(params)
+    p["data"]["demo_dir"] = str(root / "demo")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    (tmp_path / "stride5.yaml").write_text("stride_s: 5.0\n")
+    out = tmp_path / "both"
+    cmd = [shutil.which("ttm-vitaldb"), "build-windows", "--params", str(tmp_path / "params.yaml"),
+           "--split-file", str(root / "splits.json"), "--split", "train", "--outdir", str(out)]
+    subprocess.run([*cmd[:-1], str(root / "win")], check=True, capture_output=True)  # a clean build to compare with
+    # the second is started first, imported and waiting: it calls the CLI the moment the first holds the lock
+    waiter = ("import os, sys, time\n"
+              "import vitalssl.entry.data_stages, vitalssl.data.windows, vitalssl.data.gatefigure, matplotlib.pyplot\n"
+              "from vitalssl.entry.cli import ttm_vitaldb\n"
+              "lock, ready = sys.argv[1], sys.argv[2]\n"
+              "open(ready, 'w').close()\n"
+              "while not (os.path.exists(lock) and open(lock).read().strip()):\n"
+              "    time.sleep(0.001)\n"
+              "sys.exit(ttm_vitaldb(sys.argv[3:]))\n")
+    lock, ready = out / ".build-windows.lock", tmp_path / "ready"
+    second = subprocess.Popen([sys.executable, "-c", waiter, str(lock), str(ready), *cmd[1:], "--windows-yaml",
+                               str(tmp_path / "stride5.yaml")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(6000):  # its imports done
+        if ready.exists() or second.poll() is not None:
+            break
+        time.sleep(0.01)
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second_err = second.communicate(timeout=600)[1]
+    first_err = first.communicate(timeout=600)[1]
+    assert first.returncode == 0, first_err
+    assert second.returncode != 0, second_err
+    assert f"another build-windows (pid {first.pid}) is writing into this folder" in second_err
+    for name in ("train_windows.npy", "train_windows.meta.csv", "train_windows.decisions.csv"):
+        assert (out / name).read_bytes() == (root / "win" / name).read_bytes(), name
+    assert not [q.name for q in out.iterdir() if ".tmp" in q.name or q.name == lock.name]
