@@ -72,18 +72,71 @@ def evaluation_tables(metrics: dict, level: str = "###") -> list[str]:
     return lines
 
 
+HEADLINE_METHODS = (("pretrained, mean-pooled", "pretrained_mean"), ("random weights, mean-pooled", "random_mean"),
+                    ("beat features", "beat"), ("hand features", "hand"))
+
+
+def _with_ci(e: dict | None, digits: int = 3) -> str:
+    if not e or e.get("value") is None:
+        return "n/a"
+    ci = f" [{e['ci_low']:.2f}, {e['ci_high']:.2f}]" if e.get("ci_low") is not None else ""
+    return f"{e['value']:.{digits}f}{ci}"
+
+
+def headline_tables(metrics: dict) -> list[str]:
+    """The README's small tables: reconstruction at the pretraining setting, and one score per scored task
+    for the pretrained encoder against random weights and the classical features."""
+    split = report_split(metrics)
+    m = metrics[split]
+    e = m["reconstruction"][RECON_SETTING]
+    lines = [f"Masked reconstruction, {split} split ({m['windows']} windows, {m['subjects']} subjects), random 40% "
+             "masks; MSE on hidden samples of z-scored windows, model − best non-learned baseline:", "",
+             "| channel | model | best baseline | model − baseline [95% CI] |", "|---|---|---|---|"]
+    for ch in ("ppg", "ecg", "all"):
+        b = e["best_baseline"][ch]
+        lines.append(f"| {ch} | {e['model'][ch]:.3f} | {b} {e[b][ch]:.3f} | "
+                     f"{_with_ci(e['model_minus_best'][ch])} |")
+    lines += ["", f"Linear probes on frozen embeddings, {split} split (R² for regression, AUROC for binary tasks; "
+              "95% subject-bootstrap intervals):", "",
+              "| task | score | " + " | ".join(h for h, _ in HEADLINE_METHODS) + " |",
+              "|---|---|" + "---|" * len(HEADLINE_METHODS)]
+    skipped = []
+    for task, entry in m.get("tasks", {}).items():
+        if "skipped" in entry:
+            skipped.append(task)
+            continue
+        score = "auroc" if entry.get("kind") == "binary" else "r2"
+        cells = [_with_ci((entry.get(k) or {}).get(score)) for _, k in HEADLINE_METHODS]
+        lines.append(f"| {task} | {'AUROC' if score == 'auroc' else 'R²'} | " + " | ".join(cells) + " |")
+    if skipped:
+        lines += ["", f"Skipped on this data, each with its reason in the metrics: {', '.join(skipped)}."]
+    return lines
+
+
+README_BEGIN, README_END = "<!-- headline from metrics/evaluate.json: begin -->", \
+    "<!-- headline from metrics/evaluate.json: end -->"
+
+
 BEGIN, END = "<!-- tables from metrics/evaluate.json: begin -->", "<!-- tables from metrics/evaluate.json: end -->"
 
 
 def refresh_doc(path, metrics: dict) -> str:
-    """``path``'s text with the block between :data:`BEGIN` and :data:`END` rendered from ``metrics``."""
+    """``path``'s text with its generated blocks rendered from ``metrics``: the full tables between
+    :data:`BEGIN` and :data:`END`, the headline between :data:`README_BEGIN` and :data:`README_END`."""
     from pathlib import Path
     text = Path(path).read_text()
-    if BEGIN not in text or END not in text:
-        raise ValueError(f"{path}: no {BEGIN!r} ... {END!r} block to fill")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    return head + BEGIN + "\n" + "\n".join(evaluation_tables(metrics, "##")) + "\n" + END + tail
+    blocks = [(b, e, lines) for b, e, lines in ((BEGIN, END, lambda: evaluation_tables(metrics, "##")),
+                                                (README_BEGIN, README_END, lambda: headline_tables(metrics)))
+              if b in text]
+    if not blocks:
+        raise ValueError(f"{path}: no {BEGIN!r} or {README_BEGIN!r} block to fill")
+    for begin, end, lines in blocks:
+        if end not in text:
+            raise ValueError(f"{path}: {begin!r} has no {end!r}")
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = head + begin + "\n" + "\n".join(lines()) + "\n" + end + tail
+    return text
 
 
 def render_card(metrics: dict, export_doc: dict, data_summary: dict, ci: float) -> str:
@@ -135,7 +188,7 @@ def render_card(metrics: dict, export_doc: dict, data_summary: dict, ci: float) 
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m vitalssl.eval.modelcard docs/results.md: refresh its tables from the metrics
+if __name__ == "__main__":  # python -m vitalssl.eval.modelcard README.md docs/results.md: refresh their tables
     import json
     import sys
     from pathlib import Path
