@@ -26,9 +26,8 @@ def sh(cwd, *cmd, check=True):
     return r.stdout + r.stderr
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    root = tmp_path_factory.mktemp("dvcrepo")
+def new_repo(root: Path) -> Path:
+    """A throwaway git + DVC repo at ``root`` with the project's pipeline and a small demo."""
     for item in ("dvc.yaml", "params.yaml", "stages", "src", ".gitignore"):
         src = ROOT / item
         (shutil.copytree if src.is_dir() else shutil.copy2)(src, root / item,
@@ -49,6 +48,11 @@ def repo(tmp_path_factory):
     sh(root, "git", "add", "-A")
     sh(root, "git", "commit", "-qm", "init")
     return root
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    return new_repo(tmp_path_factory.mktemp("dvcrepo"))
 
 
 def _state_epoch(path: Path):
@@ -156,3 +160,42 @@ def test_bad_exp_run_setting_ends_in_one_line(repo):
     out = r.stdout + r.stderr
     assert r.returncode != 0 and "Traceback" not in out
     assert [ln for ln in out.splitlines() if ln.startswith("error: ")] == [message], out
+
+
+def test_repro_on_the_vitaldb_source_equals_the_local_source(tmp_path):
+    """`dvc repro` of the data stages with `data.source: vitaldb` against a real HTTP server on 127.0.0.1
+    (VitalDB's API layout: the case files, /cases and /trks) gives the splits and windows that the same
+    files give through `data.source: local`, byte for byte."""
+    from vitaldb_server import VitalServer
+    from vitalssl.data.vitalfile import list_tracks
+
+    (tmp_path / "repo").mkdir()
+    root = new_repo(tmp_path / "repo")
+    sh(root, "dvc", "repro", "-q", "demo")
+    demo = root / "data" / "demo"
+    files = {int(f.stem): f.read_bytes() for f in demo.glob("*.vital")}
+    trks = "caseid,tname,tid\n" + "".join(f"{c},{t},{c * 100 + i}\n" for c in sorted(files)
+                                           for i, t in enumerate(list_tracks(demo / f"{c}.vital")))
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    stages = ("prepare-splits", "build-windows@train", "build-windows@val")
+    names = ("train_windows.npy", "train_windows.meta.csv", "train_windows.decisions.csv", "val_windows.npy",
+             "val_windows.meta.csv")
+
+    def run(**data) -> dict:
+        p = {**params, "data": {**params["data"], **data}}
+        (root / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+        sh(root, "dvc", "repro", "-q", *stages)
+        splits = json.loads((root / "data" / "splits.json").read_text())
+        out = {n: (root / "data" / "vitaldb_windows" / n).read_bytes() for n in names}
+        out["splits"] = {s: splits[s] for s in ("train", "val", "test")}
+        return out
+
+    local = run(source="local", local_dir=str(demo), clinical_csv=str(demo / "clinical.csv"))
+    with VitalServer(files, {"cases": (demo / "clinical.csv").read_bytes(), "trks": trks.encode()}) as server:
+        remote = run(source="vitaldb", api_url=server.url, cache_dir=str(tmp_path / "cache"), download_retries=0)
+    assert len(local["splits"]["train"]["caseids"]) >= 4
+    assert remote["splits"] == local["splits"]
+    for n in names:
+        assert remote[n] == local[n], n
+    assert {int(f.stem) for f in (tmp_path / "cache").glob("*.vital")} == \
+        set(local["splits"]["train"]["caseids"]) | set(local["splits"]["val"]["caseids"])
