@@ -188,9 +188,14 @@ def test_demo_files_are_byte_identical(tmp_path, params):
     from vitalssl.data.demo import generate_demo
     cfg = replace(from_dict(DemoConfig, params["demo"], "demo"), n_cases=3, n_subjects=3, duration_s=(60, 60))
     generate_demo(cfg, tmp_path / "a", progress=False)
+    import subprocess
+    import sys
     import time
     time.sleep(1.1)  # a different second: the gzip header's time field must not leak in
-    generate_demo(cfg, tmp_path / "b", progress=False)
+    # another process (another pid, so other temporary names): the gzip header's file name must not leak in
+    subprocess.run([sys.executable, "-c", "import sys, pickle; from pathlib import Path; from vitalssl.data.demo import generate_demo; "
+                    "generate_demo(pickle.loads(bytes.fromhex(sys.argv[1])), Path(sys.argv[2]), progress=False)",
+                    __import__("pickle").dumps(cfg).hex(), str(tmp_path / "b")], check=True)
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert len(names) == 5 and names == sorted(p.name for p in (tmp_path / "b").iterdir())
     for n in names:

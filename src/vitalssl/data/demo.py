@@ -35,6 +35,9 @@ inverted_ecg      ECG      lead reversed from some point to the case end    no (
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +45,7 @@ import numpy as np
 import vitaldb
 from scipy.signal import resample_poly
 
-from ..atomic import atomic_write, atomic_write_text
+from ..atomic import atomic_write_text, fsync_dir, fsync_file
 from .config import DemoConfig
 
 SRATE = 500.0
@@ -292,13 +295,20 @@ def write_vital(path: Path, caseid: int, ppg: np.ndarray, ecg: np.ndarray, numer
         tn, values = numerics
         for key, track in NUMERIC_TRACKS.items():
             vf.add_track(track, [{"dt": dtstart + float(tt), "val": float(v)} for tt, v in zip(tn, values[key])])
-    def write(tmp: Path) -> None:
-        vf.to_vital(str(tmp), compresslevel=1)
-        with open(tmp, "r+b") as f:  # gzip header bytes 4-7 hold the write time: zero them (reproducible files)
+    # gzip's header holds the file's name and the write time: the file is written under its own name, in a
+    # private folder (the temporary names carry the process id), and the time is zeroed: reproducible bytes
+    private = Path(tempfile.mkdtemp(prefix=".demo-", suffix=".tmp", dir=path.parent))
+    try:
+        staged = private / path.name
+        vf.to_vital(str(staged), compresslevel=1)
+        with open(staged, "r+b") as f:
             f.seek(4)
             f.write(b"\x00\x00\x00\x00")
-
-    atomic_write(path, write)
+        fsync_file(staged)
+        os.replace(staged, path)
+        fsync_dir(path.parent)
+    finally:
+        shutil.rmtree(private, ignore_errors=True)  # the folder made above, and nothing else
 
 
 def generate_demo(cfg: DemoConfig, out_dir: Path, progress: bool = True, kinds: tuple = UNUSABLE) -> dict:
