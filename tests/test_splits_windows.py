@@ -358,8 +358,26 @@ def test_two_concurrent_builds_into_one_folder(tmp_path, params):
     second_err = second.communicate(timeout=600)[1]
     first_err = first.communicate(timeout=600)[1]
     assert first.returncode == 0, first_err
-    assert second.returncode != 0, second_err
-    assert f"another build-windows (pid {first.pid}) is writing into this folder" in second_err
+    assert second.returncode == 2, second_err
+    assert f"another build-windows (pid {first.pid}) is writing into this folder" in second_err.splitlines()[-1]
     for name in ("train_windows.npy", "train_windows.meta.csv", "train_windows.decisions.csv"):
         assert (out / name).read_bytes() == (root / "win" / name).read_bytes(), name
     assert not [q.name for q in out.iterdir() if ".tmp" in q.name or q.name == lock.name]
+
+
+def test_a_window_value_beyond_any_z_score_is_named_at_open(demo_run, tmp_path):
+    """A 1e30 in a window file is named with the file and window when it is opened, not as a loss later."""
+    import shutil
+
+    from vitalssl.windowfile import WindowDataset
+    root = demo_run[0]
+    for name in ("train_windows.npy", "train_windows.json"):
+        shutil.copy(root / "win" / name, tmp_path / name)
+    x = np.load(tmp_path / "train_windows.npy", mmap_mode="r+")
+    assert np.abs(x).max() <= np.sqrt(x.shape[-1] - 1) + 1e-3  # what z-scoring allows
+    x[7, 1, 100] = 1e30
+    x.flush()
+    del x
+    with pytest.raises(ValueError, match=r"train_windows\.npy: window 7 holds a value of 1e\+30 in magnitude .* "
+                                         r"in channel ECG"):
+        WindowDataset(tmp_path / "train_windows.npy", ("PPG", "ECG"))

@@ -134,18 +134,27 @@ def _open_windows(path: Path, flag: str) -> tuple[np.ndarray, tuple]:
     return x, tuple(str(c) for c in names)
 
 
+MAX_ABS = 1e3  # a z-scored window of L samples cannot exceed sqrt(L - 1) (35 for 1250): far beyond is corrupt
+
+
 def check_finite(x: np.ndarray, n: int, channel_idx: list, names: tuple, what: str, block: int = 256) -> None:
-    """Fail naming the first of windows ``x[:n]`` with a non-finite value in the chosen channels.
+    """Fail naming the first of windows ``x[:n]`` with a non-finite value, or one beyond ``MAX_ABS``, in the
+    chosen channels.
 
     Reads ``block`` windows at a time, so memory stays flat over a memory-mapped file.
     """
     for i in range(0, n, block):
         part = np.asarray(x[i:min(i + block, n)])[:, channel_idx]
-        ok = np.isfinite(part).all(axis=-1)  # [b, C_sel]
+        finite = np.isfinite(part).all(axis=-1)  # [b, C_sel]
+        with np.errstate(invalid="ignore"):
+            ok = finite & (np.abs(part) <= MAX_ABS).all(axis=-1)
         if not ok.all():
             w, c = (int(v[0]) for v in np.nonzero(~ok))
-            raise ValueError(f"{what}: window {i + w} holds a non-finite value (NaN or inf) in channel "
-                             f"{names[channel_idx[c]]}; window files must hold finite values only (rebuild it "
+            what_is = ("a non-finite value (NaN or inf)" if not finite[w, c] else
+                       f"a value of {float(np.abs(part[w, c]).max()):.3g} in magnitude (a z-scored window stays "
+                       f"within {MAX_ABS:g})")
+            raise ValueError(f"{what}: window {i + w} holds {what_is} in channel "
+                             f"{names[channel_idx[c]]}; window files must hold finite, z-scored values (rebuild it "
                              f"with build-windows)")
 
 
