@@ -799,7 +799,7 @@ def _(env):
         return real(path, text)
 
     env.monkeypatch.setattr(demo, "atomic_write_text", crash_on_faults)
-    env.monkeypatch.setattr(demo, "atomic_write", lambda path, write: None)  # skip writing the cases themselves
+    env.monkeypatch.setattr(demo, "write_vital", lambda *a, **k: None)  # skip writing the cases themselves
     cfg = from_dict(DemoConfig, {**_params()["demo"], "n_cases": 3, "n_subjects": 3, "duration_s": [60, 60]}, "demo")
     with pytest.raises(OSError):
         demo.generate_demo(cfg, d, progress=False)

@@ -236,6 +236,25 @@ def test_correspondence_of_a_drifting_pair():
     assert iqr > 0.1
 
 
+@pytest.mark.parametrize("hz", [0.6, 0.8, 1.0, 1.2, 1.5])
+def test_a_shallow_clip_of_a_broad_rounded_peak_is_clipping_and_the_peak_alone_is_not(wcfg, hz):
+    """Broad rounded peaks (a sine at 36-90 bpm) stay within a bin of their top for longer than
+    `clip_min_run_s`: alone they are not clipping. Clipped 1-2.5 % of the range below their top (3.8-7.8 % of
+    the samples on the rail), raw or resampled to 250 Hz and back, they are: the rail's flat core is found
+    between the peak's shoulders."""
+    from scipy.signal import resample_poly
+    from vitalssl.data.quality import _clip_fraction
+    g = wcfg.gate
+    t = np.arange(5000) / 500.0
+    peak = np.sin(2 * np.pi * hz * t) + np.random.default_rng(0).normal(0, 1e-3, len(t))
+    for level in (0.95, 0.97, 0.98):
+        clipped = np.minimum(peak, level)
+        ringing = resample_poly(resample_poly(clipped, 1, 2), 2, 1)
+        frac = _clip_fraction(np.stack([peak, clipped, ringing]), g.clip_tol, int(g.clip_min_run_s * 500))
+        assert frac[0] < g.max_clip_frac / 3, (level, frac)
+        assert frac[1] > g.max_clip_frac and frac[2] > g.max_clip_frac, (level, frac)
+
+
 def test_clipping_plateau_is_found_through_ringing(wcfg):
     """A clipped pulse train resampled to 250 Hz and back overshoots its rail, so few samples reach the window's
     maximum; the plateau measure still sees the clip, and none in the same train unclipped."""

@@ -303,8 +303,13 @@ def test_a_window_file_that_disagrees_with_its_header_or_sidecar_is_refused(demo
     info["count"] += 61
     (other.parent / "train_windows.json").write_text(json.dumps(info))
     with pytest.raises(ValueError, match=rf"holds {info['count'] - 61} windows but its sidecar train_windows.json "
-                                         rf"says {info['count']}"):
+                                         rf"says count {info['count']}"):
         WindowDataset(other, ("PPG", "ECG"))
+    for key, value in (("count", str(info["count"] - 61)), ("count", float(info["count"] - 61)), ("window_len", 1000)):
+        bad = {**info, "count": info["count"] - 61, key: value}
+        (other.parent / "train_windows.json").write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=rf"its sidecar train_windows.json says {key} {value!r}"):
+            WindowDataset(other, ("PPG", "ECG"))
 
 
 @pytest.mark.slow
@@ -381,3 +386,27 @@ def test_a_window_value_beyond_any_z_score_is_named_at_open(demo_run, tmp_path):
     with pytest.raises(ValueError, match=r"train_windows\.npy: window 7 holds a value of 1e\+30 in magnitude .* "
                                          r"in channel ECG"):
         WindowDataset(tmp_path / "train_windows.npy", ("PPG", "ECG"))
+
+
+def test_a_killed_builds_temporaries_are_removed_by_the_next_build_and_nothing_else(demo_run, tmp_path):
+    """A build killed before its renames leaves `<name>.<pid>.tmp<suffix>` files; the next build of that split
+    removes those (its own output names), and leaves a user's files, also ones with `tmp` in their name."""
+    root, data, _, wcfg, _ = demo_run
+    out = tmp_path / "win"
+    out.mkdir()
+    left = [out / "train_windows.4242.tmp.npy", out / "train_windows.meta.4242.tmp.csv", out / "train_gate.17.tmp.png"]
+    mine = [out / "notes.tmp.txt", out / "train_windows.backup.tmp.npy", out / "val_windows.4242.tmp.npy"]
+    for p in left + mine:
+        p.write_bytes(b"x")
+    run_build_windows(data, wcfg, root / "splits.json", "train", out, None, progress=False)
+    assert not any(p.exists() for p in left)
+    assert all(p.read_bytes() == b"x" for p in mine)  # not this split's, or not a pid: not its to remove
+    assert (out / "train_windows.npy").read_bytes() == (root / "win" / "train_windows.npy").read_bytes()
+
+
+def test_an_output_folder_that_is_a_file_is_refused_before_any_case(demo_run, tmp_path):
+    root, data, _, wcfg, _ = demo_run
+    (tmp_path / "afile").write_text("mine")
+    with pytest.raises(ValueError, match=r"output folder .*afile is a file, not a folder \(--outdir\)"):
+        run_build_windows(data, wcfg, root / "splits.json", "train", tmp_path / "afile", None, progress=False)
+    assert (tmp_path / "afile").read_text() == "mine"

@@ -128,9 +128,11 @@ def _open_windows(path: Path, flag: str) -> tuple[np.ndarray, tuple]:
     except (ValueError, KeyError, TypeError) as e:
         raise ValueError(f"{flag} {side}: the window file's sidecar has no readable 'channels' list "
                          f"({type(e).__name__}: {e})") from e
-    if isinstance(info.get("count"), int) and info["count"] != len(x):
-        raise ValueError(f"{flag} {path}: holds {len(x)} windows but its sidecar {side.name} says {info['count']}: "
-                         f"the two are from different builds; rebuild them")
+    for key, have in (("count", len(x)), ("window_len", x.shape[-1] if x.ndim == 3 else None)):
+        if key in info and have is not None and (type(info[key]) is not int or info[key] != have):
+            raise ValueError(f"{flag} {path}: holds {have} {'windows' if key == 'count' else 'samples per window'} "
+                             f"but its sidecar {side.name} says {key} {info[key]!r}: the two are from different "
+                             f"builds; rebuild them")
     return x, tuple(str(c) for c in names)
 
 

@@ -115,7 +115,7 @@ class GateConfig:
         check(self.max_flat_s > 0, "windows.gate.max_flat_s", "must be > 0")
         check(self.flat_eps >= 0, "windows.gate.flat_eps", "must be >= 0")
         check(0 < self.max_clip_frac < 1, "windows.gate.max_clip_frac", "must be in (0, 1)")
-        check(0 <= self.clip_tol < 0.5, "windows.gate.clip_tol", "must be in [0, 0.5)")
+        check(0 < self.clip_tol < 0.05, "windows.gate.clip_tol", "must be in (0, 0.05): the width of one level, as a fraction of the range")
         for k in ("ppg_amp_range", "ecg_amp_range", "hr_range"):
             r = getattr(self, k)
             check(len(r) == 2 and 0 <= r[0] < r[1], f"windows.gate.{k}", "must be [low, high] with 0 <= low < high")

@@ -99,12 +99,12 @@ def _plateau_fraction(w: np.ndarray, edge: np.ndarray, span: np.ndarray, tol: fl
     The plateau's level is the most populated ``tol``-wide bin of the range's outer
     ``CLIP_BAND``; samples within one bin of it, and less than half a bin from the
     previous sample (a plateau is smooth; a noisy baseline is not), count when
-    they lie in runs of ``min_run`` or more whose mean lies within :data:`RAIL_DEPTH` bins of
-    the edge (a slow trough quantised by a coarse ADC makes level runs further in), and when
-    the run is level: a rail
+    they lie in runs whose *core* (:func:`_core_thirds`) lasts ``min_run`` or more, lies
+    within :data:`RAIL_DEPTH` bins of the edge on average (a slow trough quantised by a coarse
+    ADC makes level runs further in), and is level: a rail
     holds one level from its start to its end, while a rounded peak or trough
     (a real PPG's broad systolic peak, a slow diastolic foot) passes through the
-    band as a dome or a slope. A run's thirds are compared: one whose middle is
+    band as a dome or a slope. The core's thirds are compared: one whose middle is
     more than :data:`PLATEAU_DOME` bins nearer the edge than its ends, or whose
     ends differ by more than :data:`PLATEAU_SLOPE` bins, is not a rail (ringing
     ears, ends nearer the edge than the middle, are a filtered rail's and are
@@ -143,32 +143,40 @@ def _plateau_fraction(w: np.ndarray, edge: np.ndarray, span: np.ndarray, tol: fl
     new_run[1:] = (c[1:] != c[:-1] + 1) | (r[1:] != r[:-1])
     first = np.flatnonzero(new_run)
     lengths = np.diff(np.append(first, len(r)))
-    d = depth / unit_r
-    run = np.cumsum(new_run) - 1
-    near = np.bincount(run, weights=d) / lengths <= RAIL_DEPTH
-    rail = (lengths >= min_run) & near & _level(d, new_run, first, lengths)
-    return np.bincount(r[first[rail]], weights=lengths[rail], minlength=n) / length
+    core, core_len, m = _core_thirds(depth / unit_r, new_run, first)
+    dome = (m[:, 0] + m[:, 2]) / 2 - m[:, 1]  # > 0: the middle nearer the edge
+    level = (dome <= PLATEAU_DOME) & (np.abs(m[:, 0] - m[:, 2]) <= PLATEAU_SLOPE)
+    rail = (core_len >= min_run) & (m.mean(axis=1) <= RAIL_DEPTH) & level
+    return np.bincount(r[first[rail]], weights=core_len[rail], minlength=n) / length
 
 
+CORE_BINS = 2.0      # bins: a run's core, its samples this near its shallowest (see _core_thirds)
 RAIL_DEPTH = 5.0     # bins: a rail lies this near the window's extreme (a filtered one overshoots it a little)
-PLATEAU_DOME = 0.3   # bins: a run whose middle third is this much nearer the edge than its outer thirds is a dome
+PLATEAU_DOME = 0.5   # bins: a run whose middle third is this much nearer the edge than its outer thirds is a dome
 PLATEAU_SLOPE = 0.6  # bins: a run whose first and last thirds differ by this much is a slope
 
 
-def _level(d: np.ndarray, new_run: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Per run of samples at depths ``d`` (in bins from the edge; runs start where ``new_run``):
-    whether it holds one level, neither a dome nor a slope (see :func:`_plateau_fraction`).
+def _core_thirds(d: np.ndarray, new_run: np.ndarray, first: np.ndarray) -> tuple:
+    """Per run of samples at depths ``d`` (in bins from the edge; runs start where ``new_run``): its *core*,
+    the samples within one bin of the run's shallowest, and the mean depth of the core's first, middle and
+    last thirds. Returns ``(core mask, [runs] core length, [runs, 3] means)``.
 
-    Calibrated on a real finger PPG that clips at its 8-bit ADC's top (``systole``'s
-    ``ppg.npy``, see ``tests/test_real_recordings.py``): its windows with samples on the rail are caught,
-    and most of those without, rejected before, are kept."""
+    The core, not the whole run, is what a rail is: a hard clip of a broad peak lies flat on the rail,
+    and the peak's shoulders on either side, still within the run's band, are not part of it. A rounded
+    peak's core stays a dome (its middle about half a bin nearer the edge than its ends), a slow trough's
+    a slope. Calibrated on a real finger PPG that clips at its 8-bit ADC's top (``systole``'s ``ppg.npy``,
+    see ``tests/test_real_recordings.py``) and on clipped synthetic peaks of every width
+    (``tests/test_dsp_quality.py``)."""
     run = np.cumsum(new_run) - 1
-    pos = (np.arange(len(d)) - first[run] + 0.5) / lengths[run]  # (0, 1) along the run
-    key = run * 3 + np.minimum((pos * 3).astype(np.int64), 2)
-    m = (np.bincount(key, weights=d, minlength=3 * len(first))
+    shallowest = np.minimum.reduceat(d, first)
+    core = d <= shallowest[run] + CORE_BINS
+    core_len = np.bincount(run, weights=core, minlength=len(first))
+    rank = np.cumsum(core) - np.repeat(np.cumsum(core)[first] - core[first], np.diff(np.append(first, len(d))))
+    pos = (rank - 0.5) / np.maximum(core_len[run], 1)  # (0, 1) along the core
+    key = (run * 3 + np.minimum((pos * 3).astype(np.int64), 2))[core]
+    m = (np.bincount(key, weights=d[core], minlength=3 * len(first))
          / np.maximum(np.bincount(key, minlength=3 * len(first)), 1)).reshape(-1, 3)
-    dome = (m[:, 0] + m[:, 2]) / 2 - m[:, 1]  # > 0: the middle nearer the edge
-    return (dome <= PLATEAU_DOME) & (np.abs(m[:, 0] - m[:, 2]) <= PLATEAU_SLOPE)
+    return core, core_len, m
 
 
 def _clip_fraction(w: np.ndarray, tol: float, min_run: int) -> np.ndarray:

@@ -239,7 +239,19 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     with FolderLock(out_dir, LOCK_NAME, "build-windows"):
+        _remove_dead_temporaries(output_paths(out_dir, split).values())
         return _build_split(source, cases, cfg, out_dir, split, progress, on_case, clinical)
+
+
+def _remove_dead_temporaries(paths) -> None:
+    """Remove the temporary files of earlier builds of these outputs that were killed before their rename
+    (``<name>.<pid>.tmp<suffix>``, :func:`~vitalssl.atomic.tmp_path`). Only this stage's own output names,
+    and only under the folder's lock: a build still running would hold it."""
+    for p in paths:
+        for leftover in p.parent.glob(f"{p.stem}.*.tmp{p.suffix}"):
+            middle = leftover.name[len(p.stem) + 1:-len(f".tmp{p.suffix}")]
+            if middle.isdigit() and leftover.is_file():
+                leftover.unlink()
 
 
 LOCK_NAME = ".build-windows.lock"  # one build at a time per output folder: their files would interleave

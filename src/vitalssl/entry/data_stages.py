@@ -89,6 +89,8 @@ def run_build_windows(data: DataConfig, cfg: WindowConfig, split_file: Path, spl
     split_file = Path(split_file)
     if not split_file.exists():
         raise FileNotFoundError(f"split file {split_file} not found (run prepare-splits first)")
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise ValueError(f"output folder {out_dir} is a file, not a folder (--outdir): move it or choose another")
     try:
         doc = json.loads(split_file.read_text())
     except ValueError as e:

@@ -188,11 +188,31 @@ def render_card(metrics: dict, export_doc: dict, data_summary: dict, ci: float) 
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m vitalssl.eval.modelcard README.md docs/results.md: refresh their tables
+def main(argv=None) -> int:
+    """``python -m vitalssl.eval.modelcard README.md docs/results.md``: refresh their generated tables."""
+    import argparse
     import json
     import sys
     from pathlib import Path
 
     from ..atomic import atomic_write_text
-    for doc in sys.argv[1:]:
-        atomic_write_text(Path(doc), refresh_doc(doc, json.loads(Path("metrics/evaluate.json").read_text())))
+    ap = argparse.ArgumentParser(prog="python -m vitalssl.eval.modelcard",
+                                 description="Refresh the tables generated from the evaluation's metrics in "
+                                             "Markdown files (between their begin/end markers).")
+    ap.add_argument("docs", nargs="+", type=Path, help="Markdown files, e.g. README.md docs/results.md")
+    ap.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"),
+                    help="the evaluate stage's metrics (default: metrics/evaluate.json, from the repo root)")
+    args = ap.parse_args(argv)
+    try:
+        metrics = json.loads(args.metrics.read_text())
+        texts = {doc: refresh_doc(doc, metrics) for doc in args.docs}  # every file checked before any is written
+    except (OSError, ValueError, KeyError) as e:
+        print(f"error: {e if not isinstance(e, KeyError) else f'{args.metrics} lacks {e}'}", file=sys.stderr)
+        return 2
+    for doc, text in texts.items():
+        atomic_write_text(doc, text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
