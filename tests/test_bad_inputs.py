@@ -557,6 +557,26 @@ def _(env):
     return r, r.err, ["--val-file", str(val), "window 7", "channel ECG"]
 
 
+@row("a value of 1e30 in one training window")
+def _(env):
+    env.earlier_run()
+    train = env.windows() / "train_windows.npy"
+    x = np.load(train)
+    x[5, 0, 10] = 1e30
+    np.save(train, x)
+    r = env.pretrain()
+    return r, r.err, ["--train-file", str(train), "window 5", "1e+30", "channel PPG"]
+
+
+@row("a window file grown past its header (two builds interleaved)")
+def _(env):
+    env.earlier_run()
+    train = env.windows() / "train_windows.npy"
+    train.write_bytes(train.read_bytes() + b"\0" * 4 * 2 * 1250 * 3)
+    r = env.pretrain()
+    return r, r.err, ["--train-file", str(train), "its header says", "written by two runs at once"]
+
+
 @row("truncated window file (.npy)")
 def _(env):
     env.earlier_run()
