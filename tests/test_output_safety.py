@@ -185,3 +185,18 @@ def test_atomic_write_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp
     atomic_write_text(tmp_path / "x.json", "{}")
     assert events == [("fsync", str(tmp_path / f"x.{os.getpid()}.tmp.json")), ("replace", str(tmp_path / "x.json")),
                       ("fsync", str(tmp_path))]
+
+
+def test_a_checkpoint_saved_by_two_processes_has_the_same_bytes(tmp_path):
+    """The same checkpoint, saved in two processes (two pids, so two temporary names), is the same file:
+    `dvc repro` reproduces the model files byte for byte."""
+    import subprocess
+    import sys
+    code = ("import sys, torch; from vitalssl.ssl.checkpoint import save_atomic; "
+            "torch.manual_seed(0); save_atomic({'epoch': 3, 'model_state_dict': torch.nn.Linear(4, 2).state_dict()}, "
+            "sys.argv[1])")
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        subprocess.run([sys.executable, "-c", code, str(tmp_path / name / "best_model.pt")], check=True)
+    a, b = (tmp_path / "a" / "best_model.pt").read_bytes(), (tmp_path / "b" / "best_model.pt").read_bytes()
+    assert len(a) > 1000 and a == b

@@ -89,9 +89,17 @@ def state_dict_digests(ckpt: dict) -> dict:
 
 
 def save_atomic(obj: dict, path: Path) -> None:
-    """``torch.save`` ``obj`` with its checksum to a temporary name, then rename: a reader never sees half a file."""
+    """``torch.save`` ``obj`` with its checksum to a temporary name, then rename: a reader never sees half a file.
+
+    Saved through a file object: given a path, ``torch.save`` names the archive's folder after the file,
+    and the temporary names carry the process id, so the same checkpoint would differ in its bytes."""
     sealed = {**obj, CHECKSUM_KEY: state_dict_digests(obj)}
-    atomic_write(Path(path), lambda tmp: torch.save(sealed, tmp))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            torch.save(sealed, f)
+
+    atomic_write(Path(path), write)
 
 
 def _first_line(e: BaseException) -> str:
