@@ -262,6 +262,7 @@ STRING_SUBJECTS = {1: "S-501", 2: "S-501", 3: "0012", 4: "NA", 5: "S,9", 6: "S-1
                    9: "s 9", 10: "S-10", 11: "S-11", 12: "S-12"}
 
 
+@pytest.mark.slow  # two processes, or the whole chain: CI runs it with -m slow
 def test_string_subject_ids_pass_the_whole_chain(tmp_path, capsys, monkeypatch):
     """prepare-splits -> build-windows -> pretrain (1 epoch, tiny model) -> evaluate, with ids that are not numbers."""
     from conftest import numerics

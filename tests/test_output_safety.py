@@ -187,6 +187,7 @@ def test_atomic_write_fsyncs_the_file_before_the_rename_and_the_folder_after(tmp
                       ("fsync", str(tmp_path))]
 
 
+@pytest.mark.slow  # two processes, or the whole chain: CI runs it with -m slow
 def test_a_checkpoint_saved_by_two_processes_has_the_same_bytes(tmp_path):
     """The same checkpoint, saved in two processes (two pids, so two temporary names), is the same file:
     `dvc repro` reproduces the model files byte for byte."""

@@ -182,6 +182,7 @@ def test_window_params_are_validated(params):
         from_dict(WindowConfig, w2, "windows")
 
 
+@pytest.mark.slow  # two processes, or the whole chain: CI runs it with -m slow
 def test_demo_files_are_byte_identical(tmp_path, params):
     from vitalssl.config import from_dict
     from vitalssl.data.config import DemoConfig
