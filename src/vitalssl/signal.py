@@ -20,24 +20,21 @@ def _typical(prominence: np.ndarray, win: np.ndarray, idx: np.ndarray) -> np.nda
     next beat, and stands less than ``REL_TO_BEATS`` as high as that beat; a beat that is
     weaker than the one before it lies about midway between its neighbours.
     ``(win, idx)`` are sorted (candidates grouped by window, then by sample)."""
-    keep = np.ones(len(win), bool)
     if len(win) < 2:
-        return keep
+        return np.ones(len(win), bool)
     same = win[1:] == win[:-1]
-    gap = np.diff(idx).astype(np.float64)
-    before = np.r_[np.inf, np.where(same, gap, np.inf)]  # samples from the previous candidate of the window
-    after = np.r_[np.where(same, gap, np.inf), np.inf]
+    gap = np.where(same, np.diff(idx).astype(np.float64), np.inf)  # to the next candidate of the same window
+    before, after = np.r_[np.inf, gap], np.r_[gap, np.inf]
     lower = np.r_[False, same & (prominence[1:] < REL_TO_BEATS * prominence[:-1])]
-    keep &= ~(lower & (before < after))
-    return keep
+    return ~(lower & (before < after))
 
 
 def detect_beats(x: np.ndarray, fs: float, hr_max: float, robust_range: float) -> np.ndarray:
     """Indices of beat peaks in a band-passed window.
 
     A peak must be at least ``60 / hr_max`` s from the previous one and stand out
-    by ``REL_PROMINENCE`` of the window's robust range (1st-99th percentile), and by
-    is not a secondary wave of the beat before it (:func:`_typical`).
+    by ``REL_PROMINENCE`` of the window's robust range (1st-99th percentile), and
+    must not be a secondary wave of the beat before it (:func:`_typical`).
     :func:`detect_beats_batch` finds the same peaks in every window of a case at once.
     """
     if not robust_range > 0:

@@ -143,7 +143,7 @@ def _plateau_fraction(w: np.ndarray, edge: np.ndarray, span: np.ndarray, tol: fl
     new_run[1:] = (c[1:] != c[:-1] + 1) | (r[1:] != r[:-1])
     first = np.flatnonzero(new_run)
     lengths = np.diff(np.append(first, len(r)))
-    core, core_len, m = _core_thirds(depth / unit_r, new_run, first)
+    core_len, m = _core_thirds(depth / unit_r, new_run, first, lengths)
     dome = (m[:, 0] + m[:, 2]) / 2 - m[:, 1]  # > 0: the middle nearer the edge
     level = (dome <= PLATEAU_DOME) & (np.abs(m[:, 0] - m[:, 2]) <= PLATEAU_SLOPE)
     rail = (core_len >= min_run) & (m.mean(axis=1) <= RAIL_DEPTH) & level
@@ -156,10 +156,11 @@ PLATEAU_DOME = 0.5   # bins: a run whose middle third is this much nearer the ed
 PLATEAU_SLOPE = 0.6  # bins: a run whose first and last thirds differ by this much is a slope
 
 
-def _core_thirds(d: np.ndarray, new_run: np.ndarray, first: np.ndarray) -> tuple:
-    """Per run of samples at depths ``d`` (in bins from the edge; runs start where ``new_run``): its *core*,
-    the samples within one bin of the run's shallowest, and the mean depth of the core's first, middle and
-    last thirds. Returns ``(core mask, [runs] core length, [runs, 3] means)``.
+def _core_thirds(d: np.ndarray, new_run: np.ndarray, first: np.ndarray, lengths: np.ndarray) -> tuple:
+    """Per run of samples at depths ``d`` (in bins from the edge; runs start where ``new_run``, at ``first``,
+    and last ``lengths``): the length of its *core*, the samples within :data:`CORE_BINS` of the run's
+    shallowest, and the mean depth of the core's first, middle and last thirds.
+    Returns ``([runs] core length, [runs, 3] means)``.
 
     The core, not the whole run, is what a rail is: a hard clip of a broad peak lies flat on the rail,
     and the peak's shoulders on either side, still within the run's band, are not part of it. A rounded
@@ -171,12 +172,13 @@ def _core_thirds(d: np.ndarray, new_run: np.ndarray, first: np.ndarray) -> tuple
     shallowest = np.minimum.reduceat(d, first)
     core = d <= shallowest[run] + CORE_BINS
     core_len = np.bincount(run, weights=core, minlength=len(first))
-    rank = np.cumsum(core) - np.repeat(np.cumsum(core)[first] - core[first], np.diff(np.append(first, len(d))))
+    seen = np.cumsum(core)
+    rank = seen - np.repeat(seen[first] - core[first], lengths)  # 1, 2, ... along each run's core
     pos = (rank - 0.5) / np.maximum(core_len[run], 1)  # (0, 1) along the core
     key = (run * 3 + np.minimum((pos * 3).astype(np.int64), 2))[core]
     m = (np.bincount(key, weights=d[core], minlength=3 * len(first))
          / np.maximum(np.bincount(key, minlength=3 * len(first)), 1)).reshape(-1, 3)
-    return core, core_len, m
+    return core_len, m
 
 
 def _clip_fraction(w: np.ndarray, tol: float, min_run: int) -> np.ndarray:
