@@ -45,7 +45,7 @@ import numpy as np
 import vitaldb
 from scipy.signal import resample_poly
 
-from ..atomic import atomic_write_text, fsync_dir, fsync_file
+from ..atomic import atomic_write, atomic_write_text
 from .config import DemoConfig
 
 SRATE = 500.0
@@ -295,20 +295,21 @@ def write_vital(path: Path, caseid: int, ppg: np.ndarray, ecg: np.ndarray, numer
         tn, values = numerics
         for key, track in NUMERIC_TRACKS.items():
             vf.add_track(track, [{"dt": dtstart + float(tt), "val": float(v)} for tt, v in zip(tn, values[key])])
-    # gzip's header holds the file's name and the write time: the file is written under its own name, in a
-    # private folder (the temporary names carry the process id), and the time is zeroed: reproducible bytes
-    private = Path(tempfile.mkdtemp(prefix=".demo-", suffix=".tmp", dir=path.parent))
-    try:
-        staged = private / path.name
-        vf.to_vital(str(staged), compresslevel=1)
-        with open(staged, "r+b") as f:
-            f.seek(4)
-            f.write(b"\x00\x00\x00\x00")
-        fsync_file(staged)
-        os.replace(staged, path)
-        fsync_dir(path.parent)
-    finally:
-        shutil.rmtree(private, ignore_errors=True)  # the folder made above, and nothing else
+    def write(tmp: Path) -> None:
+        # gzip's header holds the file's name and the write time: written under its own name in a private
+        # folder (the temporary names carry the process id), its time zeroed, then moved to ``tmp``
+        private = Path(tempfile.mkdtemp(prefix=".demo-", suffix=".tmp", dir=path.parent))
+        try:
+            staged = private / path.name
+            vf.to_vital(str(staged), compresslevel=1)
+            with open(staged, "r+b") as f:
+                f.seek(4)
+                f.write(b"\x00\x00\x00\x00")
+            os.replace(staged, tmp)
+        finally:
+            shutil.rmtree(private, ignore_errors=True)  # the folder made above, and nothing else
+
+    atomic_write(path, write)  # fsyncs and renames into place
 
 
 def generate_demo(cfg: DemoConfig, out_dir: Path, progress: bool = True, kinds: tuple = UNUSABLE) -> dict:
