@@ -12,6 +12,7 @@ import numpy as np
 
 SHUFFLE, MASK, DROPOUT, VAL_MASK = 0, 1, 2, 3  # stream ids of pretraining
 EVAL_MASK, SCALE_FIT_MASK, BOOTSTRAP, RANDOM_ENCODER = 4, 5, 6, 7  # stream ids of the evaluation
+LABEL_SUBJECTS, LABEL_TRAIN = 8, 9  # stream ids of the label-efficiency runs
 
 
 def derive_seed(seed: int, stream: int, epoch: int = 0, rank: int = 0) -> int:

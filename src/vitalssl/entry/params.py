@@ -9,7 +9,7 @@ import yaml
 from ..config import ConfigError
 
 # top-level sections that are not pretraining hyperparameters
-SECTIONS = ("data", "demo", "splits", "windows", "evaluate")
+SECTIONS = ("data", "demo", "splits", "windows", "evaluate", "label_efficiency")
 
 
 def load_yaml(path: str | Path, what: str) -> dict:

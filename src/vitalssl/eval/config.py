@@ -67,3 +67,36 @@ def check_task(name: str, t) -> None:
         k, v = next(iter(r.items()))
         check(k == "equals" or (isinstance(v, (int, float)) and not isinstance(v, bool)), f"{where}.rule.{k}",
               "must be a number")
+
+
+@dataclass(frozen=True)
+class LabelEfficiencyConfig:
+    """The label-efficiency runs (section ``label_efficiency``; see :mod:`vitalssl.eval.labelefficiency`)."""
+    tasks: tuple                 # names of evaluate.tasks entries
+    fractions: tuple             # fractions of the train subjects, nested
+    seed: int
+    batch_size: int              # windows per step of the trained networks
+    max_steps: int               # AdamW steps at most per network
+    eval_every: int              # steps between val-loss checks (early stopping)
+    patience: int                # checks without a better val loss before stopping
+    lr_finetune: float           # learning rate when the pretrained encoder is fine-tuned
+    lr_scratch: float            # learning rate of the same network from random weights
+    weight_decay: float
+
+    def __post_init__(self):
+        check(len(self.tasks) > 0 and len(set(self.tasks)) == len(self.tasks), "label_efficiency.tasks",
+              "need a non-empty list of distinct evaluate.tasks names")
+        check(len(self.fractions) > 0 and all(0 < f <= 1 for f in self.fractions)
+              and len(set(self.fractions)) == len(self.fractions), "label_efficiency.fractions",
+              "need distinct fractions in (0, 1]")
+        for key in ("batch_size", "max_steps", "eval_every", "patience"):
+            check(getattr(self, key) >= 1, f"label_efficiency.{key}", "must be >= 1")
+        check(self.lr_finetune > 0 and self.lr_scratch > 0, "label_efficiency.lr_finetune / lr_scratch",
+              "must be > 0")
+        check(self.weight_decay >= 0, "label_efficiency.weight_decay", "must be >= 0")
+
+    def check_tasks(self, tasks: dict) -> None:
+        """Every name must be an ``evaluate.tasks`` entry."""
+        for t in self.tasks:
+            check(t in tasks, f"label_efficiency.tasks", f"{t!r} is not an evaluate.tasks entry "
+                                                         f"(known: {', '.join(sorted(tasks))})")

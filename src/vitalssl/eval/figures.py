@@ -79,3 +79,40 @@ def plot_probes(probes: dict, split: str, path: Path, ci: float = 0.95) -> None:
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=90))
     plt.close(fig)
+
+
+# lines of the label-efficiency figure: (method, legend label, colour)
+EFFICIENCY_LINES = (("frozen_linear", "pretrained, frozen + linear", "#6baed6"),
+                    ("finetune", "pretrained, fine-tuned", "#1f77b4"),
+                    ("scratch", "same network from scratch", "#969696"),
+                    ("beat_linear", "beat features + linear", "#ff7f0e"))
+
+
+def plot_label_efficiency(curves: dict, metrics: dict, path: Path, ci: float = 0.95) -> None:
+    """One panel per task: its metric on test against the percentage of train subjects, one line per method."""
+    plt = _pyplot()
+    names = list(curves)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        rows = curves[name]
+        pct = np.array([r["percent"] for r in rows])
+        for k, (m, label, colour) in enumerate(EFFICIENCY_LINES):
+            v = np.array([r[m] for r in rows], float)
+            lo, hi = np.array([r[f"{m}_ci_low"] for r in rows], float), np.array([r[f"{m}_ci_high"] for r in rows], float)
+            x = pct * (1.0 + 0.04 * (k - 1.5))      # side by side, so the intervals do not hide each other
+            ax.errorbar(x, v, yerr=[np.maximum(v - lo, 0), np.maximum(hi - v, 0)], color=colour, marker="o", ms=4,
+                        capsize=3, lw=1.2, label=label)
+        metric = metrics[name]["metric"]
+        ax.set_xscale("log")
+        ax.set_xticks(pct, [f"{p:g}%" for p in pct])
+        ax.minorticks_off()
+        ax.set_xlabel("train subjects labelled")
+        ax.set_title(f"{name} ({metrics[name]['level']} level): {metric.upper()} on test", fontsize=9)
+        if metric == "auroc":
+            ax.axhline(0.5, color="k", lw=0.5, ls=":")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(EFFICIENCY_LINES), fontsize=8, frameon=False)
+    fig.suptitle(f"label efficiency; {ci:.0%} subject-bootstrap intervals (a skipped point is missing)", fontsize=9)
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=90))
+    plt.close(fig)

@@ -153,26 +153,29 @@ def logistic_probe(X_tr, y_tr, g_tr, X_evals: list, alphas, folds: int) -> dict:
     return {"scores": [m.decision_function(st(X)) for X in X_evals], "alpha": alpha}
 
 
+def score_predictions(kind: str, y: np.ndarray, p: np.ndarray, groups: np.ndarray, cfg, seed: int) -> dict:
+    """Regression ``p`` (predictions): MAE and R²; binary ``p`` (scores): AUROC and AUPRC; with intervals."""
+    if kind == "regression":
+        return {"mae": bs.estimate(bs.mae(y, p), groups, cfg.n_bootstrap, seed, cfg.ci),
+                "r2": bs.estimate(bs.r2(y, p), groups, cfg.n_bootstrap, seed, cfg.ci)}
+    return {"auroc": bs.estimate(auroc(y, p), groups, cfg.n_bootstrap, seed, cfg.ci),
+            "auprc": bs.estimate(auprc(y, p), groups, cfg.n_bootstrap, seed, cfg.ci)}
+
+
 def score_task(task: dict, train: Rows, evals: dict, cfg, seed: int) -> dict:
     """``{split: {feature set: scores}}`` of one task, each probe fitted once on train."""
     out = {s: {} for s in evals}
     for name, X_tr in train.features.items():
         X_ev = [evals[s].features[name] for s in evals]
         if task["kind"] == "regression":
-            preds = [linear_probe(X_tr, train.y, train.groups, X, cfg.probe_alphas, cfg.probe_folds)
-                     for X in X_ev]
-            for s, p in zip(evals, preds):
-                r = evals[s]
-                out[s][name] = {"mae": bs.estimate(bs.mae(r.y, p["pred"]), r.groups, cfg.n_bootstrap, seed, cfg.ci),
-                                "r2": bs.estimate(bs.r2(r.y, p["pred"]), r.groups, cfg.n_bootstrap, seed, cfg.ci),
-                                "alpha": p["alpha"]}
+            fits = [linear_probe(X_tr, train.y, train.groups, X, cfg.probe_alphas, cfg.probe_folds) for X in X_ev]
+            preds, alpha = [f["pred"] for f in fits], fits[0]["alpha"]
         else:
-            p = logistic_probe(X_tr, train.y, train.groups, X_ev, np.asarray(cfg.probe_alphas), cfg.probe_folds)
-            for s, sc in zip(evals, p["scores"]):
-                r = evals[s]
-                out[s][name] = {"auroc": bs.estimate(auroc(r.y, sc), r.groups, cfg.n_bootstrap, seed, cfg.ci),
-                                "auprc": bs.estimate(auprc(r.y, sc), r.groups, cfg.n_bootstrap, seed, cfg.ci),
-                                "alpha": p["alpha"]}
+            fit = logistic_probe(X_tr, train.y, train.groups, X_ev, np.asarray(cfg.probe_alphas), cfg.probe_folds)
+            preds, alpha = fit["scores"], fit["alpha"]
+        for s, p in zip(evals, preds):
+            r = evals[s]
+            out[s][name] = {**score_predictions(task["kind"], r.y, p, r.groups, cfg, seed), "alpha": alpha}
     return out
 
 

@@ -1,0 +1,220 @@
+"""Label efficiency: what pretraining buys when few subjects are labelled.
+
+For each task of ``label_efficiency.tasks`` and each fraction of the train
+subjects (nested: one seeded shuffle of the subjects, each fraction a prefix of
+it, at least ``MIN_SUBJECTS``), four methods are trained on that fraction and
+scored on test:
+
+* ``frozen_linear``: the pretrained encoder, frozen, and a linear head (ridge or
+  logistic regression on the channel-pooled embeddings; penalty by
+  subject-grouped CV on the fraction);
+* ``finetune``: the pretrained encoder and a head (:class:`FineTuneModel`),
+  every weight trained;
+* ``scratch``: the same network from random weights, trained the same way;
+* ``beat_linear``: the classical beat features with the same linear model.
+
+The two trained networks run ``max_steps`` AdamW steps at most and keep the
+weights of the lowest val loss, checked every ``eval_every`` steps (early
+stopping after ``patience`` checks without improvement). Regression targets are
+standardised on the fraction; binary tasks train a two-class cross-entropy head.
+A case-level task trains on windows labelled with their case's value and scores
+each subject by the mean of its windows' predictions. Val chooses; test reports.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from ..seeding import LABEL_SUBJECTS, LABEL_TRAIN, derive_seed
+from ..ssl.finetune import FineTuneModel, set_trainable
+from ..ssl.model import ttm_config
+from .splitdata import SplitData
+from .tasks import Rows, label_values, score_predictions, score_task, skip_reason, task_rows
+
+METHODS = ("frozen_linear", "finetune", "scratch", "beat_linear")
+LINEAR = {"frozen_linear": "pretrained_channels", "beat_linear": "beat"}
+MIN_SUBJECTS = 2
+HEADLINE = {"regression": "mae", "binary": "auroc"}   # the metric the figure draws
+
+
+def fraction_key(f: float) -> str:
+    """``0.05`` -> ``"5pct"`` (a dot in a metrics key would read as nesting)."""
+    return f"{round(f * 100):g}pct"
+
+
+def nested_subjects(groups: np.ndarray, fractions, seed: int) -> dict:
+    """``{fraction: subjects}``: prefixes of one seeded shuffle of the train subjects, so smaller sets nest."""
+    ids = np.random.default_rng(seed).permutation(np.unique(groups))
+    return {f: ids[: max(MIN_SUBJECTS, int(round(f * len(ids))))] for f in sorted(fractions)}
+
+
+def labelled_windows(sp: SplitData, task: dict, subjects=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(window indices, labels, subjects)`` of ``sp``'s windows with a label (and a subject in ``subjects``)."""
+    y = label_values(sp, task)
+    ok = np.isfinite(y) if y is not None else np.zeros(len(sp), bool)
+    if subjects is not None:
+        ok &= np.isin(sp.groups, subjects)
+    idx = np.flatnonzero(ok)
+    return idx, y[idx] if y is not None else np.zeros(0), sp.groups[idx]
+
+
+def subset_rows(rows: Rows, subjects) -> Rows:
+    keep = np.isin(rows.groups, subjects)
+    return Rows({k: v[keep] for k, v in rows.features.items()}, rows.y[keep], rows.groups[keep])
+
+
+# --------------------------------------------------------------------------- the trained networks
+
+class Network:
+    """A :class:`FineTuneModel` trained on windows of one split with early stopping on another."""
+
+    def __init__(self, make_encoder, mcfg, kind: str, lcfg, lr: float, seed: int, device):
+        self.kind, self.lcfg, self.device, self.seed = kind, lcfg, device, seed
+        torch.manual_seed(seed)   # the head's (and a fresh encoder's) initial weights, dropout
+        encoder = make_encoder()
+        task = "classification" if kind == "binary" else "regression"
+        self.model = FineTuneModel(encoder, mcfg, task, 2 if kind == "binary" else 1).to(device)
+        set_trainable(self.model, freeze_encoder=False)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=lcfg.weight_decay)
+        self.mu, self.sd = 0.0, 1.0
+
+    def _target(self, y: np.ndarray) -> torch.Tensor:
+        t = y if self.kind == "binary" else (y - self.mu) / self.sd
+        return torch.as_tensor(t, dtype=torch.float32, device=self.device)
+
+    def fit(self, train: SplitData, tr: tuple, val: SplitData, va: tuple) -> dict:
+        """Train on ``tr = (idx, y)`` of ``train``; keep the weights of the lowest loss on ``va`` of ``val``."""
+        idx, y = tr
+        if self.kind == "regression":
+            self.mu, self.sd = float(y.mean()), float(y.std()) or 1.0
+        rng = np.random.default_rng(self.seed)
+        best, best_step, since, step = self.val_loss(val, va), 0, 0, 0
+        state = copy.deepcopy(self.model.state_dict())
+        while step < self.lcfg.max_steps and since < self.lcfg.patience:
+            self.model.train()
+            pick = rng.choice(len(idx), min(self.lcfg.batch_size, len(idx)), replace=False)
+            x = torch.as_tensor(train.read(idx[pick]), device=self.device)
+            loss = self.model.loss(self.model(x), self._target(y[pick]))
+            self.opt.zero_grad(set_to_none=True)
+            loss.backward()
+            self.opt.step()
+            step += 1
+            if step % self.lcfg.eval_every == 0 or step == self.lcfg.max_steps:
+                v = self.val_loss(val, va)
+                if v < best:
+                    best, best_step, since, state = v, step, 0, copy.deepcopy(self.model.state_dict())
+                else:
+                    since += 1
+        self.model.load_state_dict(state)
+        return {"steps": step, "best_step": best_step, "val_loss": float(best)}
+
+    @torch.no_grad()
+    def outputs(self, sp: SplitData, idx: np.ndarray) -> torch.Tensor:
+        self.model.eval()
+        bs = self.lcfg.batch_size * 4
+        return torch.cat([self.model(torch.as_tensor(sp.read(idx[i:i + bs]), device=self.device)).float().cpu()
+                          for i in range(0, len(idx), bs)])
+
+    def val_loss(self, val: SplitData, va: tuple) -> float:
+        out = self.outputs(val, va[0])
+        return float(self.model.loss(out.to(self.device), self._target(va[1])))
+
+    def predict(self, sp: SplitData, idx: np.ndarray) -> np.ndarray:
+        """Regression: the label; binary: the positive class's probability."""
+        out = self.outputs(sp, idx)
+        if self.kind == "binary":
+            return torch.softmax(out, dim=1)[:, 1].numpy().astype(np.float64)
+        return out[:, 0].numpy().astype(np.float64) * self.sd + self.mu
+
+
+def per_unit(task: dict, pred: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tuple:
+    """Window rows as they are; case rows as one per subject: the mean prediction, the subject's label."""
+    if task["level"] == "window":
+        return pred, y, groups
+    ids, codes = np.unique(groups, return_inverse=True)
+    first = np.array([np.flatnonzero(codes == i)[0] for i in range(len(ids))])
+    return np.bincount(codes, weights=pred) / np.bincount(codes), y[first], ids
+
+
+# --------------------------------------------------------------------------- one task
+
+def task_efficiency(name: str, task: dict, cfg, lcfg, feats: dict, splits: dict, encoders: dict, mcfg,
+                    device, subjects: dict, seed_of, log=print) -> dict:
+    """``{fraction key: {methods..., subjects, n_train} or {skipped}}`` of one task, scored on test."""
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    lin = {m: feats[f] for m, f in LINEAR.items()}
+    full = task_rows(train, task, lin)   # the fraction's subjects may hold no labelled window: then it is skipped
+    rows_test = task_rows(test, task, lin)
+    why = next((r for r in (skip_reason(name, task, s, task_rows(sp, task, lin), cfg, train=False)
+                            for s, sp in (("val", val), ("test", test))) if r), None)
+    out = {}
+    for i, (frac, subj) in enumerate(subjects.items()):
+        key = fraction_key(frac)
+        rows = subset_rows(full, subj) if full is not None else None
+        # the penalty's grouped CV: as many folds as labelled subjects where those are fewer than probe_folds
+        labelled = len(np.unique(rows.groups)) if rows is not None else 0
+        fcfg = replace(cfg, probe_folds=max(min(cfg.probe_folds, labelled), 2))
+        reason = why or skip_reason(name, task, f"train ({key} of the subjects)", rows, fcfg, train=True)
+        if reason:
+            out[key] = {"skipped": reason}
+            log(f"label efficiency {name} {key}: skipped ({reason})")
+            continue
+        seed = seed_of(i)
+        entry = {"subjects": int(len(np.unique(rows.groups))), "n_train": int(len(rows.y))}
+        scored = score_task(task, rows, {"test": rows_test}, fcfg, seed)["test"]
+        entry.update(scored)
+        tr = labelled_windows(train, task, subj)[:2]
+        va = labelled_windows(val, task)[:2]
+        te_idx, te_y, te_g = labelled_windows(test, task)
+        for method in ("finetune", "scratch"):
+            net = Network(encoders[method], mcfg, task["kind"], lcfg,
+                          lcfg.lr_finetune if method == "finetune" else lcfg.lr_scratch, seed, device)
+            info = net.fit(train, tr, val, va)
+            p, y, g = per_unit(task, net.predict(test, te_idx), te_y, te_g)
+            entry[method] = {**score_predictions(task["kind"], y, p, g, cfg, seed), **info}
+        out[key] = entry
+        log(f"label efficiency {name} {key} ({entry['subjects']} subjects): "
+            + ", ".join(f"{m} {HEADLINE[task['kind']]} {entry[m][HEADLINE[task['kind']]]['value']:.3f}"
+                        for m in METHODS))
+    return out
+
+
+def label_efficiency(cfg, lcfg, feats: dict, splits: dict, pretrained_encoder, mcfg, device, log=print) -> dict:
+    """``{task: {kind, level, metric, fractions}}`` for every ``lcfg.tasks`` entry (see the module docstring)."""
+    encoders = {"finetune": lambda: copy.deepcopy(pretrained_encoder),
+                "scratch": lambda: _fresh_encoder(mcfg)}
+    # one shuffle of the train subjects for every task: a fraction is the same people throughout
+    subjects = nested_subjects(splits["train"].groups, lcfg.fractions, derive_seed(lcfg.seed, LABEL_SUBJECTS))
+    out = {}
+    for t, name in enumerate(lcfg.tasks):
+        task = cfg.tasks[name]
+        seed_of = lambda i, t=t: derive_seed(lcfg.seed, LABEL_TRAIN, t, i)  # noqa: E731
+        res = task_efficiency(name, task, cfg, lcfg, feats, splits, encoders, mcfg, device, subjects, seed_of, log)
+        out[name] = {"kind": task["kind"], "level": task["level"], "metric": HEADLINE[task["kind"]], **res}
+    return out
+
+
+def _fresh_encoder(mcfg):
+    from tsfm_public.models.tinytimemixer import TinyTimeMixerModel
+    return TinyTimeMixerModel(ttm_config(mcfg))
+
+
+def curves(result: dict, fractions, ci_keys=("value", "ci_low", "ci_high")) -> dict:
+    """``{task: rows}`` for the plot files: one row per fraction, ``percent`` and per method value and interval."""
+    out = {}
+    for name, r in result.items():
+        rows = []
+        for f in sorted(fractions):
+            e = r.get(fraction_key(f), {})
+            row = {"percent": round(f * 100, 6)}
+            for m in METHODS:
+                s = e.get(m, {}).get(r["metric"], {}) if "skipped" not in e else {}
+                for k in ci_keys:
+                    row[m if k == "value" else f"{m}_{k}"] = s.get(k, float("nan"))
+            rows.append(row)
+        out[name] = rows
+    return out

@@ -1,0 +1,172 @@
+"""Label efficiency: nested subject fractions, the trained networks on planted labels, the stage's outputs."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import write_windows
+from test_evaluate_stage import write_meta
+from vitalssl.config import ConfigError
+from vitalssl.entry.evaluate_stage import eval_config
+from vitalssl.entry.label_efficiency_stage import label_efficiency_config, run_label_efficiency
+from vitalssl.eval.labelefficiency import METHODS, Network, fraction_key, nested_subjects, per_unit
+from vitalssl.eval.splitdata import SplitData
+from vitalssl.eval.tasks import auroc
+from vitalssl.ssl.checkpoint import make_checkpoint, save_atomic
+from vitalssl.ssl.model import MaskedTTM, ttm_config
+from vitalssl.ssl.train import build_optimizer
+
+
+def test_fractions_nest_and_keep_at_least_two_subjects():
+    groups = np.repeat([f"subject {i}" for i in range(40)], 3)
+    a = nested_subjects(groups, (0.05, 0.2, 1.0), seed=1)
+    assert [len(a[f]) for f in (0.05, 0.2, 1.0)] == [2, 8, 40]
+    assert set(a[0.05]) <= set(a[0.2]) <= set(a[1.0]) == set(groups)
+    assert all(np.array_equal(a[f], nested_subjects(groups, (1.0, 0.2, 0.05), seed=1)[f]) for f in a)
+    assert not np.array_equal(a[0.2], nested_subjects(groups, (0.2,), seed=2)[0.2])
+    assert fraction_key(0.05) == "5pct" and fraction_key(1.0) == "100pct" and fraction_key(0.125) == "12pct"
+
+
+def test_case_tasks_score_one_row_per_subject_by_the_mean_prediction():
+    g = np.array(["a", "a", "b", "b", "b"])
+    p, y, ids = per_unit({"level": "case"}, np.array([1.0, 3.0, 2.0, 2.0, 5.0]), np.array([7, 7, 9, 9, 9.0]), g)
+    assert ids.tolist() == ["a", "b"] and p.tolist() == [2.0, 3.0] and y.tolist() == [7.0, 9.0]
+    same = per_unit({"level": "window"}, np.arange(5.0), np.arange(5.0), g)
+    assert same[0].tolist() == list(range(5)) and same[2] is g
+
+
+def _split(tmp_path, name, x, y, subjects):
+    from vitalssl.windowfile import NpyAppender
+    d = tmp_path / name
+    d.mkdir(exist_ok=True)
+    app = NpyAppender(d / f"{name}_windows.npy", x.shape[1:])
+    app.append(x)
+    app.close()
+    (d / f"{name}_windows.json").write_text(json.dumps({"channels": ["PPG", "ECG"], "srate": 125}))
+    pd.DataFrame({"caseid": subjects, "subjectid": subjects, "start_s": 0.0, "label_y": y}).to_csv(
+        d / f"{name}_windows.meta.csv", index=False)
+    return d
+
+
+def _planted(n, seed, separable):
+    """Windows whose class sets the PPG's frequency (separable) or is a coin flip (independent)."""
+    rng = np.random.default_rng(seed)
+    cls = rng.integers(0, 2, n)
+    t = np.arange(1250) / 125.0
+    f = np.where(cls == 1, 2.0, 0.8)[:, None]
+    x = np.stack([np.sin(2 * np.pi * f * t + rng.uniform(0, 6, (n, 1))), rng.standard_normal((n, 1250))], 1)
+    x = ((x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)).astype(np.float32)
+    y = cls if separable else rng.integers(0, 2, n)
+    return x, y.astype(np.float64)
+
+
+@pytest.mark.parametrize("separable, lo, hi", [(True, 0.95, 1.0), (False, 0.35, 0.65)])
+def test_a_trained_network_finds_a_separable_label_and_not_an_independent_one(tmp_path, tiny_cfg, params,
+                                                                             separable, lo, hi):
+    from tsfm_public.models.tinytimemixer import TinyTimeMixerModel
+    cfg = tiny_cfg().model
+    lcfg = replace(label_efficiency_config(params), max_steps=80, eval_every=20, patience=4, batch_size=32,
+                   lr_scratch=3e-3)
+    splits = {}
+    for name, n, seed in (("train", 256, 0), ("val", 96, 1), ("test", 160, 2)):
+        x, y = _planted(n, seed, separable)
+        d = _split(tmp_path, name, x, y, np.arange(n) // 8 + 1000 * seed)
+        splits[name] = SplitData.load(d, name, ("PPG", "ECG"))
+    net = Network(lambda: TinyTimeMixerModel(ttm_config(cfg)), cfg, "binary", lcfg, lcfg.lr_scratch, 0, "cpu")
+    tr = (np.arange(len(splits["train"])), splits["train"].labels["y"])
+    va = (np.arange(len(splits["val"])), splits["val"].labels["y"])
+    info = net.fit(splits["train"], tr, splits["val"], va)
+    assert 0 <= info["best_step"] <= info["steps"] <= 80
+    score = net.predict(splits["test"], np.arange(len(splits["test"])))
+    a = float(auroc(splits["test"].labels["y"], score)(np.ones((1, len(score))))[0])
+    assert lo <= a <= hi, a
+
+
+def test_early_stopping_keeps_the_weights_of_the_best_val_loss(tmp_path, tiny_cfg, params):
+    from tsfm_public.models.tinytimemixer import TinyTimeMixerModel
+    cfg = tiny_cfg().model
+    lcfg = replace(label_efficiency_config(params), max_steps=30, eval_every=5, patience=100, batch_size=16)
+    x, y = _planted(64, 0, separable=False)   # nothing to learn: val loss rises once the head fits noise
+    splits = {n: SplitData.load(_split(tmp_path, n, x, y, np.arange(64) // 8 + k * 100), n, ("PPG", "ECG"))
+              for k, n in enumerate(("train", "val"))}
+    net = Network(lambda: TinyTimeMixerModel(ttm_config(cfg)), cfg, "binary", lcfg, 1e-2, 0, "cpu")
+    all_tr, all_va = (np.arange(64), y), (np.arange(64), y)
+    info = net.fit(splits["train"], all_tr, splits["val"], all_va)
+    assert net.val_loss(splits["val"], all_va) == pytest.approx(info["val_loss"], rel=1e-5)
+    assert info["steps"] == 30 and info["best_step"] % 5 == 0
+
+
+@pytest.fixture
+def stage_inputs(tmp_path, tiny_cfg, params):
+    """Tiny window files with HR planted from the PPG frequency and the demo's clinical columns, and a checkpoint."""
+    d = tmp_path / "windows"
+    for split, n, seed, first in (("train", 80, 1, 0), ("val", 30, 2, 100), ("test", 30, 3, 200)):
+        write_meta(d, split, write_windows(d, split, n, seed=seed), 10, first)
+        meta = pd.read_csv(d / f"{split}_windows.meta.csv")
+        meta["age"] = 20 + (meta["subjectid"] % 60)
+        meta.to_csv(d / f"{split}_windows.meta.csv", index=False)
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    model = MaskedTTM(cfg.model)
+    (tmp_path / "model").mkdir()
+    save_atomic(make_checkpoint(model, build_optimizer(model, cfg), cfg, 0, 1.0, {}, 1),
+                tmp_path / "model" / "best_model.pt")
+    ev = dict(params["evaluate"], n_bootstrap=100, probe_folds=3, batch_size=32, device="cpu",
+              tasks={"hr": {"label": "label_hr", "level": "window", "kind": "regression"},
+                     "fast": {"label": "label_hr", "level": "window", "kind": "binary", "rule": {"above": 90.0}},
+                     "age": {"label": "age", "level": "case", "kind": "regression"},
+                     "bis": {"label": "label_bis", "level": "window", "kind": "regression"}})
+    le = dict(params["label_efficiency"], tasks=["hr", "fast", "age"], fractions=[0.2, 1.0], max_steps=4,
+              eval_every=2, batch_size=16)
+    return tmp_path, eval_config({**params, "evaluate": ev}), label_efficiency_config({"label_efficiency": le})
+
+
+def test_the_stage_writes_every_task_fraction_and_method_and_the_plots(stage_inputs):
+    root, cfg, lcfg = stage_inputs
+    out = root / "metrics"
+    m = run_label_efficiency(cfg, lcfg, root / "model", root / "windows", out / "le.json", out / "le", out / "le.png",
+                             progress=False, log=lambda s: None)
+    assert json.loads((out / "le.json").read_text()) == json.loads(json.dumps(m))
+    assert m["split"] == "test" and m["fractions"] == [0.2, 1.0] and set(m["tasks"]) == {"hr", "fast", "age"}
+    hr = m["tasks"]["hr"]
+    assert hr["metric"] == "mae" and hr["level"] == "window"
+    assert hr["20pct"]["subjects"] == 2 and hr["100pct"]["subjects"] == 10
+    assert hr["20pct"]["n_train"] < hr["100pct"]["n_train"] == 80
+    for method in METHODS:
+        e = hr["100pct"][method]["mae"]
+        assert e["ci_low"] <= e["value"] <= e["ci_high"]
+    assert hr["100pct"]["beat_linear"]["r2"]["value"] > 0.9      # the planted HR, from the R-R intervals
+    assert hr["100pct"]["finetune"]["steps"] <= 4
+    assert m["tasks"]["fast"]["metric"] == "auroc"
+    assert m["tasks"]["age"]["100pct"]["finetune"]["mae"]["value"] > 0
+    rows = pd.read_csv(out / "le" / "hr.csv")
+    assert rows["percent"].tolist() == [20, 100]
+    assert set(rows.columns) == {"percent"} | set(METHODS) | {f"{m}_ci_{k}" for m in METHODS for k in ("low", "high")}
+    assert rows.loc[1, "finetune"] == pytest.approx(hr["100pct"]["finetune"]["mae"]["value"], rel=1e-5)
+    assert (out / "le.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_fraction_too_small_for_a_binary_task_is_skipped_with_the_reason(stage_inputs):
+    root, cfg, lcfg = stage_inputs
+    lcfg = replace(lcfg, tasks=("fast",), fractions=(0.05, 1.0))
+    cfg = replace(cfg, min_positives=10)   # val and test hold 12 or more positive windows; 2 train subjects fewer
+    m = run_label_efficiency(cfg, lcfg, root / "model", root / "windows", root / "m.json", root / "p", root / "f.png",
+                             progress=False, log=lambda s: None)
+    skipped = m["tasks"]["fast"]["5pct"]["skipped"]
+    assert "fast:" in skipped and "train (5pct of the subjects)" in skipped and "need 10 and 2" in skipped
+    assert pd.read_csv(root / "p" / "fast.csv")["finetune"].isna().tolist()[0]
+
+
+def test_unknown_task_names_and_bad_fractions_are_refused(params, stage_inputs):
+    root, cfg, lcfg = stage_inputs
+    with pytest.raises(ConfigError, match="label_efficiency.tasks.*'nope' is not an evaluate.tasks entry"):
+        run_label_efficiency(cfg, replace(lcfg, tasks=("nope",)), root / "model", root / "windows", root / "m.json",
+                             root / "p", root / "f.png", progress=False, log=lambda s: None)
+    assert not (root / "m.json").exists()
+    for bad in ([0.0, 1.0], [0.5, 0.5], [1.5]):
+        with pytest.raises(ConfigError, match="label_efficiency.fractions"):
+            label_efficiency_config({"label_efficiency": dict(params["label_efficiency"], fractions=bad)})
