@@ -266,14 +266,18 @@ def test_the_checks_catch_a_mistyped_flag_key_and_path(monkeypatch):
 
 
 def test_result_tables_are_the_committed_metrics():
-    """README's headline and docs/results.md's tables are rendered from metrics/evaluate.json: rerun
+    """README's headline and docs/results.md's tables are rendered from the evaluation metrics: rerun
     `python -m vitalssl.eval.modelcard README.md docs/results.md` after `dvc repro` if this fails."""
     import json
 
     from vitalssl.eval.modelcard import refresh_doc
     metrics = json.loads((ROOT / "metrics" / "evaluate.json").read_text())
+    eff = json.loads((ROOT / "metrics" / "label_efficiency.json").read_text())
     for doc in ("README.md", "docs/results.md"):
         text = (ROOT / doc).read_text()
-        assert refresh_doc(ROOT / doc, metrics) == text, f"{doc}'s tables differ from metrics/evaluate.json"
+        assert refresh_doc(ROOT / doc, metrics, eff) == text, f"{doc}'s tables differ from the metrics"
+    assert eff["split"] == "test"
+    age = eff["tasks"]["age"]["100pct"]["beat_linear"]["mae"]["value"]
+    assert f"| {age:.2f} [" in (ROOT / "README.md").read_text()
     hr = metrics["test"]["tasks"]["hr"]["pretrained_mean"]["r2"]["value"]
     assert f"| hr | R² | {hr:.3f} [" in (ROOT / "README.md").read_text()  # the test split's, not val's

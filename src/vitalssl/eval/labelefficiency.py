@@ -158,7 +158,7 @@ def task_efficiency(name: str, task: dict, cfg, lcfg, feats: dict, splits: dict,
         # the penalty's grouped CV: as many folds as labelled subjects where those are fewer than probe_folds
         labelled = len(np.unique(rows.groups)) if rows is not None else 0
         fcfg = replace(cfg, probe_folds=max(min(cfg.probe_folds, labelled), 2))
-        reason = why or skip_reason(name, task, f"train ({key} of the subjects)", rows, fcfg, train=True)
+        reason = why or skip_reason(name, task, f"train_{key}", rows, fcfg, train=True)
         if reason:
             out[key] = {"skipped": reason}
             log(f"label efficiency {name} {key}: skipped ({reason})")

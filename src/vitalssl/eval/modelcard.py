@@ -1,7 +1,7 @@
-"""The model card of an exported encoder: data, recipe, the evaluation table with intervals, use and limits.
+"""The model card of an exported encoder, and the generated result tables of the README and docs/results.md.
 
-Every number in the card's tables is read from the evaluation's metrics (``metrics/evaluate.json``) by
-:func:`card_rows`, so a test can check the card against the file it was written from.
+Every number in these tables is read from the metrics (``metrics/evaluate.json``,
+``metrics/label_efficiency.json``), so a test can check the documents against the files they were written from.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ def evaluation_tables(metrics: dict, level: str = "###") -> list[str]:
     return lines
 
 
-HEADLINE_METHODS = (("pretrained, mean-pooled", "pretrained_mean"), ("random weights, mean-pooled", "random_mean"),
-                    ("beat features", "beat"), ("hand features", "hand"))
+HEADLINE_METHODS = (("pretrained, mean-pooled", "pretrained_mean"), ("pretrained, per channel", "pretrained_channels"),
+                    ("random weights, mean-pooled", "random_mean"), ("beat features", "beat"),
+                    ("hand features", "hand"))
 
 
 def _with_ci(e: dict | None, digits: int = 3) -> str:
@@ -113,6 +114,33 @@ def headline_tables(metrics: dict) -> list[str]:
     return lines
 
 
+EFFICIENCY_METHODS = (("pretrained, frozen + linear", "frozen_linear"), ("pretrained, fine-tuned", "finetune"),
+                      ("same network from scratch", "scratch"), ("beat features + linear", "beat_linear"))
+
+
+def efficiency_table(le: dict) -> list[str]:
+    """The label-efficiency table: per task and fraction of train subjects, each method's test metric."""
+    lines = ["Label efficiency, test split (MAE for regression, lower is better; AUROC for binary; 95% "
+             "subject-bootstrap intervals; the trained networks stopped early on val):", "",
+             "| task | metric | train subjects | " + " | ".join(h for h, _ in EFFICIENCY_METHODS) + " |",
+             "|---|---|---|" + "---|" * len(EFFICIENCY_METHODS)]
+    for task, r in le["tasks"].items():
+        for f in le["fractions"]:
+            e = r[f"{round(f * 100):g}pct"]
+            pct = f"{f * 100:g}%"
+            if "skipped" in e:
+                lines.append(f"| {task} | {r['metric'].upper()} | {pct} | skipped: {e['skipped']} |"
+                             + " |" * (len(EFFICIENCY_METHODS) - 1))
+                continue
+            cells = [_with_ci(e[k][r["metric"]], 2 if r["metric"] == "mae" else 3) for _, k in EFFICIENCY_METHODS]
+            lines.append(f"| {task} | {r['metric'].upper()} | {pct} ({e['subjects']}) | " + " | ".join(cells) + " |")
+    return lines
+
+
+EFF_BEGIN, EFF_END = "<!-- label efficiency from metrics/label_efficiency.json: begin -->", \
+    "<!-- label efficiency from metrics/label_efficiency.json: end -->"
+
+
 README_BEGIN, README_END = "<!-- headline from metrics/evaluate.json: begin -->", \
     "<!-- headline from metrics/evaluate.json: end -->"
 
@@ -120,16 +148,21 @@ README_BEGIN, README_END = "<!-- headline from metrics/evaluate.json: begin -->"
 BEGIN, END = "<!-- tables from metrics/evaluate.json: begin -->", "<!-- tables from metrics/evaluate.json: end -->"
 
 
-def refresh_doc(path, metrics: dict) -> str:
-    """``path``'s text with its generated blocks rendered from ``metrics``: the full tables between
-    :data:`BEGIN` and :data:`END`, the headline between :data:`README_BEGIN` and :data:`README_END`."""
+def refresh_doc(path, metrics: dict, efficiency: dict | None = None) -> str:
+    """``path``'s text with its generated blocks rendered: from ``metrics`` the full tables between
+    :data:`BEGIN` and :data:`END` and the headline between :data:`README_BEGIN` and :data:`README_END`; from
+    ``efficiency`` (the label-efficiency metrics) the table between :data:`EFF_BEGIN` and :data:`EFF_END`."""
     from pathlib import Path
     text = Path(path).read_text()
+    if EFF_BEGIN in text and efficiency is None:
+        raise ValueError(f"{path} has a label-efficiency block but no label-efficiency metrics were given "
+                         f"(run `dvc repro label-efficiency`)")
     blocks = [(b, e, lines) for b, e, lines in ((BEGIN, END, lambda: evaluation_tables(metrics, "##")),
-                                                (README_BEGIN, README_END, lambda: headline_tables(metrics)))
+                                                (README_BEGIN, README_END, lambda: headline_tables(metrics)),
+                                                (EFF_BEGIN, EFF_END, lambda: efficiency_table(efficiency)))
               if b in text]
     if not blocks:
-        raise ValueError(f"{path}: no {BEGIN!r} or {README_BEGIN!r} block to fill")
+        raise ValueError(f"{path}: no {BEGIN!r}, {README_BEGIN!r} or {EFF_BEGIN!r} block to fill")
     for begin, end, lines in blocks:
         if end not in text:
             raise ValueError(f"{path}: {begin!r} has no {end!r}")
@@ -202,10 +235,13 @@ def main(argv=None) -> int:
     ap.add_argument("docs", nargs="+", type=Path, help="Markdown files, e.g. README.md docs/results.md")
     ap.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"),
                     help="the evaluate stage's metrics (default: metrics/evaluate.json, from the repo root)")
+    ap.add_argument("--label-efficiency", type=Path, default=Path("metrics/label_efficiency.json"),
+                    help="the label-efficiency stage's metrics (default: metrics/label_efficiency.json)")
     args = ap.parse_args(argv)
     try:
         metrics = json.loads(args.metrics.read_text())
-        texts = {doc: refresh_doc(doc, metrics) for doc in args.docs}  # every file checked before any is written
+        eff = json.loads(args.label_efficiency.read_text()) if args.label_efficiency.is_file() else None
+        texts = {doc: refresh_doc(doc, metrics, eff) for doc in args.docs}  # every file checked before any is written
     except (OSError, ValueError, KeyError) as e:
         print(f"error: {e if not isinstance(e, KeyError) else f'{args.metrics} lacks {e}'}", file=sys.stderr)
         return 2
