@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import subprocess
@@ -233,3 +234,30 @@ def test_fetch_command_names_failures_and_refuses_a_bad_cache(tmp_path, server, 
         ttm_vitaldb(argv)
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 2 and len(err) == 1 and err[0].startswith("error: cache dir") and "is a file" in err[0]
+
+
+def test_a_disk_filling_up_mid_download_ends_the_run_and_the_rerun_completes(tmp_path, server, demo, monkeypatch):
+    """A real full disk (a small tmpfs) while bytes arrive: one error naming the cache, nothing incomplete under a
+    final name, the finished cases kept; with room again, the re-run fetches only what is missing."""
+    from vitalssl.data import download
+    sizes = sorted(len(b) for b in demo[1].values())
+    mnt = tmp_path / "cache"
+    room = sizes[0] + sizes[1] // 2 + (64 << 10)     # the first case fits, a later one cannot
+    if not _mount_tmpfs(mnt, f"size={room}"):
+        pytest.skip("needs permission to mount a tmpfs")
+    monkeypatch.setattr(download, "MIN_FREE_BYTES", 16 << 10)   # the up-front check allows this small disk
+    try:
+        cfg = data_cfg(tmp_path, server.url, download_workers=1)
+        with pytest.raises(OSError, match=r"data.cache_dir.*disk full while writing") as err:
+            fetch_cases(cfg, sorted(demo[1]), progress=False)
+        assert err.value.errno == errno.ENOSPC
+        assert_cache_clean(cfg, demo[1])                          # finished cases intact, no partial one published
+        kept = {int(p.stem) for p in mnt.glob("*.vital")}
+        assert 1 <= len(kept) < len(demo[1])
+        subprocess.run(["mount", "-o", f"remount,size={sum(sizes) * 3}", str(mnt)], check=True)
+        again = fetch_cases(cfg, sorted(demo[1]), progress=False)
+        assert (again["cached"], again["fetched"], again["failed"]) == (len(kept), len(demo[1]) - len(kept), 0)
+        assert_cache_clean(cfg, demo[1])
+        assert {int(p.stem) for p in mnt.glob("*.vital")} == set(demo[1])
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
