@@ -84,12 +84,12 @@ def test_a_task_that_cannot_be_scored_says_why_in_the_metrics(params):
     ev = split("val", np.char.add("v", g), {"map": val_map + rng.random(len(g))})
     feats = {"f": {"train": X, "val": X}}
     m = task_metrics(cfg, feats, tr, [ev], lambda name: 0)["val"]
-    assert m["hypotension"] == {"skipped": "hypotension: 0 positive windows in 0 train subjects; need 10 and 2"}
+    assert m["hypotension"] == {"skipped": "hypotension: 0 positive windows in 0 train subjects; need at least 10 positive windows in at least 2 subjects"}
     assert m["sbp"] == {"skipped": "sbp: column 'label_sbp' is not in the train window metadata"}
     assert m["map"]["n"] == len(g) and m["map"]["subjects"] == 12 and "r2" in m["map"]["f"]
     tr.labels["map"][:40] = 60.0                              # now train has positives; val still has 3
     m = task_metrics(cfg, feats, tr, [ev], lambda name: 0)["val"]
-    assert m["hypotension"] == {"skipped": "hypotension: 3 positive windows in 2 val subjects; need 10 and 2"}
+    assert m["hypotension"] == {"skipped": "hypotension: 3 positive windows in 2 val subjects; need at least 10 positive windows in at least 2 subjects"}
 
 
 def test_a_task_entry_is_checked(params):

@@ -157,7 +157,7 @@ def test_a_fraction_too_small_for_a_binary_task_is_skipped_with_the_reason(stage
     m = run_label_efficiency(cfg, lcfg, root / "model", root / "windows", root / "m.json", root / "p", root / "f.png",
                              progress=False, log=lambda s: None)
     skipped = m["tasks"]["fast"]["5pct"]["skipped"]
-    assert "fast:" in skipped and "positive windows in 2 train_5pct subjects" in skipped and "need 10 and 2" in skipped
+    assert "fast:" in skipped and "positive windows in 2 train_5pct subjects" in skipped and "need at least 10 positive windows in at least 2 subjects" in skipped
     assert pd.read_csv(root / "p" / "fast.csv")["finetune"].isna().tolist()[0]
 
 

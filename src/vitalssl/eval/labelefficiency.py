@@ -6,7 +6,8 @@ it, at least ``MIN_SUBJECTS``), four methods are trained on that fraction and
 scored on test:
 
 * ``frozen_linear``: the pretrained encoder, frozen, and a linear head (ridge or
-  logistic regression on the channel-pooled embeddings; penalty by
+  logistic regression on the per-channel embeddings, pooled over patches with
+  the channels side by side (``pretrained_channels``); penalty by
   subject-grouped CV on the fraction);
 * ``finetune``: the pretrained encoder and a head (:class:`FineTuneModel`),
   every weight trained;

@@ -121,7 +121,7 @@ EFFICIENCY_METHODS = (("pretrained, frozen + linear", "frozen_linear"), ("pretra
 def efficiency_table(le: dict) -> list[str]:
     """The label-efficiency table: per task and fraction of train subjects, each method's test metric."""
     lines = ["Label efficiency, test split (MAE for regression, lower is better; AUROC for binary; 95% "
-             "subject-bootstrap intervals; the trained networks stopped early on val):", "",
+             "subject-bootstrap intervals; the trained networks: at most 150 steps by default, early stopping on val):", "",
              "| task | metric | train subjects | " + " | ".join(h for h, _ in EFFICIENCY_METHODS) + " |",
              "|---|---|---|" + "---|" * len(EFFICIENCY_METHODS)]
     for task, r in le["tasks"].items():

@@ -82,8 +82,8 @@ def skip_reason(name: str, task: dict, split: str, rows: Rows | None, cfg, train
             hit = rows.y == cls
             k, s = int(hit.sum()), len(np.unique(rows.groups[hit]))
             if k < cfg.min_positives or s < cfg.min_positive_subjects:
-                return (f"{name}: {k} {word} {unit} in {s} {split} subjects; need {cfg.min_positives} and "
-                        f"{cfg.min_positive_subjects}")
+                return (f"{name}: {k} {word} {unit} in {s} {split} subjects; need at least {cfg.min_positives} "
+                        f"{word} {unit} in at least {cfg.min_positive_subjects} subjects")
     return None
 
 
