@@ -60,6 +60,14 @@ def tiny_cfg(params):
     return make
 
 
+def demo_data_config(demo_dir: Path):
+    """The ``data`` config of a pipeline reading the demo cases in ``demo_dir`` (no downloads)."""
+    from vitalssl.data.config import DataConfig
+    return DataConfig(source="demo", demo_dir=str(demo_dir), local_dir="", clinical_csv=None, cache_dir="",
+                      download_retries=0, api_url="https://api.vitaldb.net", download_workers=1,
+                      connect_timeout_s=1.0, read_timeout_s=1.0, retry_backoff_s=0.0)
+
+
 def clean_case(duration=60.0, fs=500.0, hr=72.0, seed=0):
     """A clean PPG/ECG pair: regular beats, PPG lagging ECG by 0.2 s."""
     t = np.arange(int(duration * fs)) / fs

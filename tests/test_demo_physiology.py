@@ -10,9 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import demo_data_config
 from vitalssl.config import from_dict
 from vitalssl.data import demophysiology as phys
-from vitalssl.data.config import DataConfig, DemoConfig, SplitConfig, WindowConfig
+from vitalssl.data.config import DemoConfig, SplitConfig, WindowConfig
 from vitalssl.entry.data_stages import run_build_windows, run_demo, run_prepare_splits
 from vitalssl.eval.beatfeatures import BEAT_FEATURES, beat_features
 
@@ -24,9 +25,7 @@ def demo_windows(tmp_path_factory, params):
     """Train windows of a 14-case demo with its beat features: one row per window."""
     root = tmp_path_factory.mktemp("physiology")
     dcfg = replace(from_dict(DemoConfig, params["demo"], "demo"), n_cases=14, n_subjects=14, duration_s=(150, 200))
-    data = DataConfig(source="demo", demo_dir=str(root / "demo"), local_dir="", clinical_csv=None, cache_dir="",
-                      download_retries=0, api_url="https://api.vitaldb.net", download_workers=1,
-                      connect_timeout_s=1.0, read_timeout_s=1.0, retry_backoff_s=0.0)
+    data = demo_data_config(root / "demo")
     run_demo(dcfg, root / "demo", progress=False)
     scfg = SplitConfig(mode="fasttrack", case_set="bis", fasttrack_cases=14, train=0.8, val=0.1, test=0.1, seed=42)
     run_prepare_splits(data, scfg, root / "splits.json", TRACKS)

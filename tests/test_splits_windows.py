@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from conftest import clean_case, write_case
+from conftest import clean_case, demo_data_config, write_case
 from dataclasses import replace
 
 from vitalssl.config import ConfigError
-from vitalssl.data.config import DataConfig, SplitConfig
+from vitalssl.data.config import SplitConfig
 from vitalssl.entry.data_stages import run_build_windows, run_demo, run_prepare_splits
 from vitalssl.data.sources import LocalSource
 from vitalssl.data.splits import select_cases, split_cases, splits_document
@@ -73,9 +73,7 @@ def demo_run(tmp_path_factory, params):
     from vitalssl.data.config import DemoConfig, WindowConfig
     root = tmp_path_factory.mktemp("demo_run")
     dcfg = replace(from_dict(DemoConfig, params["demo"], "demo"), n_cases=12, n_subjects=9, duration_s=(120, 180))
-    data = DataConfig(source="demo", demo_dir=str(root / "demo"), local_dir="", clinical_csv=None, cache_dir="",
-                      download_retries=0, api_url="https://api.vitaldb.net", download_workers=1,
-                      connect_timeout_s=1.0, read_timeout_s=1.0, retry_backoff_s=0.0)
+    data = demo_data_config(root / "demo")
     run_demo(dcfg, root / "demo", progress=False)
     scfg = _scfg(mode="fasttrack", fasttrack_cases=12, case_set="bis", train=0.5, val=0.25, test=0.25)
     run_prepare_splits(data, scfg, root / "splits.json", TRACKS)
@@ -331,9 +329,7 @@ def test_two_concurrent_builds_into_one_folder(tmp_path, params):
     root = tmp_path
     dcfg = replace(from_dict(DemoConfig, params["demo"], "demo"), n_cases=16, n_subjects=12, duration_s=(900, 900))
     run_demo(dcfg, root / "demo", progress=False)
-    data = DataConfig(source="demo", demo_dir=str(root / "demo"), local_dir="", clinical_csv=None, cache_dir="",
-                      download_retries=0, api_url="https://api.vitaldb.net", download_workers=1,
-                      connect_timeout_s=1.0, read_timeout_s=1.0, retry_backoff_s=0.0)
+    data = demo_data_config(root / "demo")
     run_prepare_splits(data, _scfg(mode="fasttrack", fasttrack_cases=16, case_set="bis", train=0.5, val=0.25,
                                    test=0.25), root / "splits.json", TRACKS)
     p = copy.deepcopy(params)
