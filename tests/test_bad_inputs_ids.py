@@ -8,7 +8,6 @@ prepare-splits -> build-windows -> pretrain -> evaluate on string subject ids.
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pandas as pd

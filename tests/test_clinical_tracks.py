@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import clean_case, write_case
+from conftest import clean_case
 from vitalssl.data.clinical import CLINICAL_COLUMNS, fetch_table, filter_by_tracks, parse_clinical_columns
 from vitalssl.data.config import DataConfig
 from vitalssl.data.demo import write_vital

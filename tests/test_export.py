@@ -3,7 +3,6 @@
 import json
 import re
 
-import numpy as np
 import pytest
 import torch
 from tsfm_public.models.tinytimemixer import TinyTimeMixerModel

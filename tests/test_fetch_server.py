@@ -19,7 +19,6 @@ from vitalssl.config import from_dict
 from vitalssl.data.config import DataConfig, DemoConfig
 from vitalssl.data.demo import generate_demo
 from vitalssl.data.download import CaseCache, check_cache_dir, fetch_cases
-from vitalssl.data.reader import CaseError
 from vitalssl.data.sources import make_source
 from vitalssl.data.windows import build_split
 

@@ -1,6 +1,7 @@
 """Label efficiency: nested subject fractions, the trained networks on planted labels, the stage's outputs."""
 
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -170,3 +171,24 @@ def test_unknown_task_names_and_bad_fractions_are_refused(params, stage_inputs):
     for bad in ([0.0, 1.0], [0.5, 0.5], [1.5]):
         with pytest.raises(ConfigError, match="label_efficiency.fractions"):
             label_efficiency_config({"label_efficiency": dict(params["label_efficiency"], fractions=bad)})
+
+
+@pytest.mark.parametrize("which", ["metrics", "figure", "plots"])
+def test_an_output_path_of_the_wrong_kind_is_refused_before_any_work(stage_inputs, which):
+    """A folder where a file goes (or a file where the plots folder goes) is named at once; nothing is written."""
+    root, cfg, lcfg = stage_inputs
+    out = {"metrics": root / "m.json", "figure": root / "f.png", "plots": root / "p"}
+    if which == "plots":
+        out[which].write_text("a user's notes\n")
+    else:
+        (out[which] / "keep.txt").parent.mkdir()
+        (out[which] / "keep.txt").write_text("a user's notes\n")
+    logged = []
+    err = NotADirectoryError if which == "plots" else IsADirectoryError
+    with pytest.raises(err, match=re.escape(str(out[which]))):
+        run_label_efficiency(cfg, lcfg, root / "model", root / "windows", out["metrics"], out["plots"],
+                             out["figure"], progress=False, log=logged.append)
+    assert logged == []                                   # refused before the checkpoint was even read
+    kept = out[which] if which == "plots" else out[which] / "keep.txt"
+    assert kept.read_text() == "a user's notes\n"
+    assert sorted(p.name for p in root.iterdir()) == sorted(["model", "windows", out[which].name])

@@ -9,8 +9,7 @@ import vitaldb
 from conftest import clean_case, write_case
 from vitalssl.data.config import DataConfig
 from vitalssl.data.reader import CaseError, read_case
-from vitalssl.data.sources import LocalSource, VitalDBSource, case_set_ids, make_source
-from vitalssl.data.windows import build_split
+from vitalssl.data.sources import LocalSource, case_set_ids, make_source
 
 TRACKS = dict(ppg_track="SNUADC/PLETH", ecg_track="SNUADC/ECG_II",
               label_tracks={"hr": "Solar8000/HR", "spo2": "Solar8000/PLETH_SPO2"}, native_srate=500.0)

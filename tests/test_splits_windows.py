@@ -283,6 +283,20 @@ def test_temporary_names_are_unique_per_process(tmp_path):
     assert other != str(mine)
 
 
+def test_temporaries_of_finds_only_unfinished_writes_of_that_file(tmp_path):
+    """Leftovers of any process's write of x.npy are found; a user's file with a similar name is not."""
+    from vitalssl.atomic import temporaries_of
+    target = tmp_path / "train_windows.npy"
+    names = ["train_windows.123.tmp.npy", "train_windows.9.tmp.npy",          # unfinished writes
+             "train_windows.backup.tmp.npy", "train_windows.12a.tmp.npy",     # a user's own files
+             "train_windows.123.tmp.json", "val_windows.123.tmp.npy", "train_windows.npy"]
+    for n in names:
+        (tmp_path / n).write_bytes(b"x")
+    (tmp_path / "train_windows.77.tmp.npy").mkdir()                           # a folder is never a leftover
+    assert [p.name for p in temporaries_of(target)] == ["train_windows.123.tmp.npy", "train_windows.9.tmp.npy"]
+    assert temporaries_of(tmp_path / "absent" / "x.npy") == []
+
+
 def test_a_window_file_that_disagrees_with_its_header_or_sidecar_is_refused(demo_run, tmp_path):
     """Bytes beyond the header's count (two builds interleaved) or a sidecar from another build are named at open."""
     import json

@@ -22,6 +22,15 @@ def is_tmp(path: Path) -> bool:
     return p.stem.endswith(".tmp") or p.suffix == ".tmp"
 
 
+def temporaries_of(path: Path) -> list[Path]:
+    """The files :func:`tmp_path` named for ``path`` in any process (``x.<pid>.tmp.npy``): writes of ``path``
+    that never reached their rename. Nothing else matches, however alike its name."""
+    path = Path(path)
+    head, tail = f"{path.stem}.", f".tmp{path.suffix}"
+    return sorted(p for p in path.parent.glob(f"{head}*{tail}")
+                  if p.name[len(head):-len(tail)].isdigit() and p.is_file())
+
+
 def fsync_file(path: Path) -> None:
     """Flush ``path``'s bytes to the disk, so a rename after it never publishes a file a power cut empties."""
     with open(path, "rb") as f:

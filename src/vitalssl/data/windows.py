@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import FolderLock, tmp_path, write_json
+from ..atomic import FolderLock, temporaries_of, tmp_path, write_json
 from ..config import to_dict
 from ..windowfile import CHANNELS, NpyAppender
 from .casepool import CaseFailure, run_cases
@@ -245,13 +245,11 @@ def build_split(source, cases: list, cfg: WindowConfig, out_dir: Path, split: st
 
 def _remove_dead_temporaries(paths) -> None:
     """Remove the temporary files of earlier builds of these outputs that were killed before their rename
-    (``<name>.<pid>.tmp<suffix>``, :func:`~vitalssl.atomic.tmp_path`). Only this stage's own output names,
-    and only under the folder's lock: a build still running would hold it."""
+    (:func:`~vitalssl.atomic.temporaries_of`). Only this stage's own output names, and only under the
+    folder's lock: a build still running would hold it."""
     for p in paths:
-        for leftover in p.parent.glob(f"{p.stem}.*.tmp{p.suffix}"):
-            middle = leftover.name[len(p.stem) + 1:-len(f".tmp{p.suffix}")]
-            if middle.isdigit() and leftover.is_file():
-                leftover.unlink()
+        for leftover in temporaries_of(p):
+            leftover.unlink()
 
 
 LOCK_NAME = ".build-windows.lock"  # one build at a time per output folder: their files would interleave

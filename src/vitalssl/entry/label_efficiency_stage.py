@@ -11,7 +11,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text, write_json
 from ..config import from_dict
-from ..eval.beatfeatures import beat_features, fill_missing
+from ..eval.beatfeatures import split_beat_features
 from ..eval.config import EvalConfig, LabelEfficiencyConfig
 from ..eval.figures import plot_label_efficiency
 from ..eval.labelefficiency import curves, label_efficiency
@@ -30,18 +30,10 @@ def label_efficiency_config(params: dict) -> LabelEfficiencyConfig:
 
 def stage_features(splits: dict, encoder: PretrainedEncoder, channels: tuple, batch_size: int, progress: bool) -> dict:
     """``{"pretrained_channels" | "beat": {split: [n, d]}}``: channel-pooled embeddings and the beat features."""
-    if not ("PPG" in channels and "ECG" in channels):
-        raise ValueError(f"the beat features need a PPG and an ECG channel; the checkpoint has {', '.join(channels)}")
-    ppg, ecg = channels.index("PPG"), channels.index("ECG")
-    feats = {"pretrained_channels": {}, "beat": {}}
-    raw = []
-    for name, sp in splits.items():
-        feats["pretrained_channels"][name] = encoder.embed(sp.windows, "channels", batch_size, progress).numpy() \
-            .astype(np.float64)
-        raw.append(np.concatenate([beat_features(sp.read(np.arange(i, min(i + batch_size, len(sp)))), ppg, ecg)
-                                   for i in range(0, len(sp), batch_size)]))
-    feats["beat"] = dict(zip(splits, fill_missing(*raw)))
-    return feats
+    beat = split_beat_features(list(splits.values()), channels, batch_size)   # first: it refuses missing channels
+    return {"pretrained_channels": {name: encoder.embed(sp.windows, "channels", batch_size, progress).numpy()
+                                    .astype(np.float64) for name, sp in splits.items()},
+            "beat": beat}
 
 
 def run_label_efficiency(cfg: EvalConfig, lcfg: LabelEfficiencyConfig, model_dir: Path, windows_dir: Path,
@@ -52,6 +44,8 @@ def run_label_efficiency(cfg: EvalConfig, lcfg: LabelEfficiencyConfig, model_dir
     for p in (metrics_path, figure_png):
         if Path(p).is_dir():
             raise IsADirectoryError(f"{p} is a folder; the stage writes a file there")
+    if Path(plots_dir).exists() and not Path(plots_dir).is_dir():
+        raise NotADirectoryError(f"{plots_dir} is a file; the stage writes one plot CSV per task into a folder there")
     ckpt = load_checkpoint(Path(model_dir) / cfg.checkpoint)
     model = rebuild_model(ckpt)
     channels = tuple(ckpt["config"]["channels"])

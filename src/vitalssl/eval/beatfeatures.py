@@ -157,3 +157,15 @@ def fill_missing(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     with np.errstate(all="ignore"):
         med = np.array([np.nanmedian(c) if np.isfinite(c).any() else 0.0 for c in np.asarray(train).T])
     return [np.where(np.isfinite(a), a, med) for a in (train, *others)]
+
+
+def split_beat_features(splits: list, channels, batch_size: int) -> dict:
+    """``{split name: [n, d]}``: :func:`beat_features` of every window of each split (SplitData), read
+    ``batch_size`` windows at a time, a missing measure filled with the first split's median (:func:`fill_missing`:
+    the first split is train)."""
+    channels = list(channels)
+    if not ("PPG" in channels and "ECG" in channels):
+        raise ValueError(f"the beat features need a PPG and an ECG channel; the checkpoint has {', '.join(channels)}")
+    ppg, ecg = channels.index("PPG"), channels.index("ECG")
+    raw = [sp.map_batches(lambda x: beat_features(x, ppg, ecg), batch_size) for sp in splits]
+    return dict(zip([sp.name for sp in splits], fill_missing(*raw)))

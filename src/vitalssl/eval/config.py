@@ -98,5 +98,5 @@ class LabelEfficiencyConfig:
     def check_tasks(self, tasks: dict) -> None:
         """Every name must be an ``evaluate.tasks`` entry."""
         for t in self.tasks:
-            check(t in tasks, f"label_efficiency.tasks", f"{t!r} is not an evaluate.tasks entry "
+            check(t in tasks, "label_efficiency.tasks", f"{t!r} is not an evaluate.tasks entry "
                                                          f"(known: {', '.join(sorted(tasks))})")

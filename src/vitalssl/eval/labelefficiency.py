@@ -34,7 +34,7 @@ from ..seeding import LABEL_SUBJECTS, LABEL_TRAIN, derive_seed
 from ..ssl.finetune import FineTuneModel, set_trainable
 from ..ssl.model import ttm_config
 from .splitdata import SplitData
-from .tasks import Rows, label_values, score_predictions, score_task, skip_reason, task_rows
+from .tasks import Rows, label_values, per_subject, score_predictions, score_task, skip_reason, task_rows
 
 METHODS = ("frozen_linear", "finetune", "scratch", "beat_linear")
 LINEAR = {"frozen_linear": "pretrained_channels", "beat_linear": "beat"}
@@ -136,9 +136,8 @@ def per_unit(task: dict, pred: np.ndarray, y: np.ndarray, groups: np.ndarray) ->
     """Window rows as they are; case rows as one per subject: the mean prediction, the subject's label."""
     if task["level"] == "window":
         return pred, y, groups
-    ids, codes = np.unique(groups, return_inverse=True)
-    first = np.array([np.flatnonzero(codes == i)[0] for i in range(len(ids))])
-    return np.bincount(codes, weights=pred) / np.bincount(codes), y[first], ids
+    ids, first, mean = per_subject(groups)
+    return mean(pred), y[first], ids
 
 
 # --------------------------------------------------------------------------- one task
@@ -146,12 +145,12 @@ def per_unit(task: dict, pred: np.ndarray, y: np.ndarray, groups: np.ndarray) ->
 def task_efficiency(name: str, task: dict, cfg, lcfg, feats: dict, splits: dict, encoders: dict, mcfg,
                     device, subjects: dict, seed_of, log=print) -> dict:
     """``{fraction key: {methods..., subjects, n_train} or {skipped}}`` of one task, scored on test."""
-    train, val, test = splits["train"], splits["val"], splits["test"]
+    train = splits["train"]
     lin = {m: feats[f] for m, f in LINEAR.items()}
     full = task_rows(train, task, lin)   # the fraction's subjects may hold no labelled window: then it is skipped
-    rows_test = task_rows(test, task, lin)
-    why = next((r for r in (skip_reason(name, task, s, task_rows(sp, task, lin), cfg, train=False)
-                            for s, sp in (("val", val), ("test", test))) if r), None)
+    held = {s: task_rows(splits[s], task, lin) for s in ("val", "test")}
+    why = next((r for r in (skip_reason(name, task, s, rows, cfg, train=False) for s, rows in held.items()) if r),
+               None)
     out = {}
     for i, (frac, subj) in enumerate(subjects.items()):
         key = fraction_key(frac)
@@ -166,21 +165,29 @@ def task_efficiency(name: str, task: dict, cfg, lcfg, feats: dict, splits: dict,
             continue
         seed = seed_of(i)
         entry = {"subjects": int(len(np.unique(rows.groups))), "n_train": int(len(rows.y))}
-        scored = score_task(task, rows, {"test": rows_test}, fcfg, seed)["test"]
-        entry.update(scored)
-        tr = labelled_windows(train, task, subj)[:2]
-        va = labelled_windows(val, task)[:2]
-        te_idx, te_y, te_g = labelled_windows(test, task)
-        for method in ("finetune", "scratch"):
-            net = Network(encoders[method], mcfg, task["kind"], lcfg,
-                          lcfg.lr_finetune if method == "finetune" else lcfg.lr_scratch, seed, device)
-            info = net.fit(train, tr, val, va)
-            p, y, g = per_unit(task, net.predict(test, te_idx), te_y, te_g)
-            entry[method] = {**score_predictions(task["kind"], y, p, g, cfg, seed), **info}
+        entry.update(score_task(task, rows, {"test": held["test"]}, fcfg, seed)["test"])
+        entry.update(network_scores(task, splits, subj, encoders, mcfg, cfg, lcfg, seed, device))
         out[key] = entry
         log(f"label efficiency {name} {key} ({entry['subjects']} subjects): "
             + ", ".join(f"{m} {HEADLINE[task['kind']]} {entry[m][HEADLINE[task['kind']]]['value']:.3f}"
                         for m in METHODS))
+    return out
+
+
+def network_scores(task: dict, splits: dict, subj, encoders: dict, mcfg, cfg, lcfg, seed: int, device) -> dict:
+    """``{"finetune" | "scratch": test scores and the early-stopping record}``: each network trained on the
+    labelled windows of the subjects ``subj`` of train, stopped on val, scored on test."""
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    tr = labelled_windows(train, task, subj)[:2]
+    va = labelled_windows(val, task)[:2]
+    te_idx, te_y, te_g = labelled_windows(test, task)
+    out = {}
+    for method in ("finetune", "scratch"):
+        net = Network(encoders[method], mcfg, task["kind"], lcfg,
+                      lcfg.lr_finetune if method == "finetune" else lcfg.lr_scratch, seed, device)
+        info = net.fit(train, tr, val, va)
+        p, y, g = per_unit(task, net.predict(test, te_idx), te_y, te_g)
+        out[method] = {**score_predictions(task["kind"], y, p, g, cfg, seed), **info}
     return out
 
 

@@ -18,7 +18,7 @@ from ..ssl.distributed import pick_device
 from ..ssl.encoder import POOLS, PretrainedEncoder
 from . import bootstrap as bs
 from .config import EvalConfig
-from .beatfeatures import beat_features, fill_missing
+from .beatfeatures import split_beat_features
 from .features import hand_features
 from .probes import linear_probe
 from .reconstruction import (BASELINES, fit_beat_repeat_scale, fixed_masks, hidden_samples, mask_key,
@@ -129,14 +129,9 @@ def probe_features(cfg, encoder, mcfg, splits: list, device, progress, channels=
             for pool in POOLS:
                 feats.setdefault(f"{name}_{pool}", {})[sp.name] = emb[pool].numpy().astype(np.float64)
     for sp in splits:
-        feats.setdefault("hand", {})[sp.name] = np.concatenate(
-            [hand_features(sp.read(np.arange(i, min(i + cfg.batch_size, len(sp)))))
-             for i in range(0, len(sp), cfg.batch_size)])
+        feats.setdefault("hand", {})[sp.name] = sp.map_batches(hand_features, cfg.batch_size)
     if "PPG" in channels and "ECG" in channels:
-        ppg, ecg = list(channels).index("PPG"), list(channels).index("ECG")
-        raw = [np.concatenate([beat_features(sp.read(np.arange(i, min(i + cfg.batch_size, len(sp)))), ppg, ecg)
-                               for i in range(0, len(sp), cfg.batch_size)]) for sp in splits]
-        feats["beat"] = dict(zip([sp.name for sp in splits], fill_missing(*raw)))
+        feats["beat"] = split_beat_features(splits, channels, cfg.batch_size)
     return feats
 
 

@@ -28,6 +28,11 @@ class SplitData:
         """Windows ``[B, C, L]`` float32 at ``idx``."""
         return self.windows[np.asarray(idx, np.int64)].numpy()
 
+    def map_batches(self, fn, batch_size: int) -> np.ndarray:
+        """``fn`` applied to the windows ``batch_size`` at a time (``[B, C, L]`` -> ``[B, ...]``), concatenated."""
+        return np.concatenate([fn(self.read(np.arange(i, min(i + batch_size, len(self)))))
+                               for i in range(0, len(self), batch_size)])
+
     @classmethod
     def load(cls, windows_dir: Path, split: str, channels: tuple) -> "SplitData":
         """``{split}_windows.npy`` and its ``.meta.csv`` from ``windows_dir``; rows must match windows one to one."""

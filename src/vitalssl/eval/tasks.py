@@ -60,12 +60,24 @@ def task_rows(sp: SplitData, task: dict, feats: dict) -> Rows | None:
     y, g = y[ok], sp.groups[ok]
     if task["level"] == "window":
         return Rows(f, y, g)
-    ids, codes = np.unique(g, return_inverse=True)
+    ids, first, mean = per_subject(g)
+    return Rows({k: mean(v) for k, v in f.items()}, y[first], ids)
+
+
+def per_subject(groups: np.ndarray) -> tuple:
+    """``(ids, first, mean)``: the subjects sorted, each one's first row, and ``mean(v)`` giving the
+    per-subject mean of ``v`` (``[n]`` or ``[n, d]`` rows in the order of ``groups``)."""
+    ids, first, codes = np.unique(groups, return_index=True, return_inverse=True)
     counts = np.bincount(codes, minlength=len(ids)).astype(np.float64)
-    first = np.array([np.flatnonzero(codes == i)[0] for i in range(len(ids))], np.int64)
-    pooled = {k: np.stack([np.bincount(codes, weights=v[:, j], minlength=len(ids)) for j in range(v.shape[1])],
-                          axis=1) / counts[:, None] for k, v in f.items()}
-    return Rows(pooled, y[first], ids)
+
+    def mean(v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v, np.float64)
+        if v.ndim == 1:
+            return np.bincount(codes, weights=v, minlength=len(ids)) / counts
+        return np.stack([np.bincount(codes, weights=v[:, j], minlength=len(ids)) for j in range(v.shape[1])],
+                        axis=1) / counts[:, None]
+
+    return ids, first, mean
 
 
 def skip_reason(name: str, task: dict, split: str, rows: Rows | None, cfg, train: bool) -> str | None:
