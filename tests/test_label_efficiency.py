@@ -101,6 +101,37 @@ def test_early_stopping_keeps_the_weights_of_the_best_val_loss(tmp_path, tiny_cf
     assert info["steps"] == 30 and info["best_step"] % 5 == 0
 
 
+@pytest.mark.parametrize("kind", ["regression", "binary"])
+def test_lp_ft_starts_the_fine_tuned_network_as_the_frozen_encoder_probe(tmp_path, tiny_cfg, params, kind):
+    """Before any step, the network's prediction is the probe's on the encoder's pooled, layer-normed features."""
+    from tsfm_public.models.tinytimemixer import TinyTimeMixerModel
+    from vitalssl.eval.probes import linear_probe
+    from vitalssl.eval.tasks import logistic_probe
+    cfg = tiny_cfg().model
+    x, cls = _planted(96, 0, separable=True)
+    y = cls if kind == "binary" else 60 + 40 * cls + np.random.default_rng(1).normal(0, 5, len(cls))
+    sp = SplitData.load(_split(tmp_path, "train", x, y, np.arange(96) // 8), "train", ("PPG", "ECG"))
+    net = Network(lambda: TinyTimeMixerModel(ttm_config(cfg)), cfg, kind, label_efficiency_config(params), 1e-4,
+                  0, "cpu")
+    net.model.eval()
+    with torch.no_grad():
+        X = net.model.encode(torch.as_tensor(x)).mean(dim=2).flatten(1).numpy().astype(np.float64)
+    groups, alphas = np.arange(96) // 8, (0.1, 10.0, 1000.0)
+    alpha = net.head_from_probe(X, y, groups, alphas, 3)
+    Z = torch.nn.functional.layer_norm(torch.as_tensor(X), (X.shape[1],), eps=1e-5).numpy()
+    if kind == "regression":
+        ref = linear_probe(Z, y, groups, Z, alphas, 3)
+        expect, got = ref["pred"], net.predict(sp, np.arange(96))
+        assert alpha == ref["alpha"]
+        assert np.abs(got - expect).max() < 1e-3 * y.std()
+    else:
+        ref = logistic_probe(Z, y, groups, [Z], np.asarray(alphas), 3)
+        expect, got = 1 / (1 + np.exp(-ref["scores"][0])), net.predict(sp, np.arange(96))
+        assert alpha == ref["alpha"]
+        assert np.abs(got - expect).max() < 1e-4
+    assert float(auroc(cls, got)(np.ones((1, 96)))[0]) > 0.95 if kind == "binary" else np.corrcoef(got, y)[0, 1] > 0.9
+
+
 @pytest.fixture
 def stage_inputs(tmp_path, tiny_cfg, params):
     """Tiny window files with HR planted from the PPG frequency and the demo's clinical columns, and a checkpoint."""
@@ -142,6 +173,9 @@ def test_the_stage_writes_every_task_fraction_and_method_and_the_plots(stage_inp
         assert e["ci_low"] <= e["value"] <= e["ci_high"]
     assert hr["100pct"]["beat_linear"]["r2"]["value"] > 0.9      # the planted HR, from the R-R intervals
     assert hr["100pct"]["finetune"]["steps"] <= 4
+    assert m["budget"] == {"max_steps": 4, "eval_every": 2, "patience": 3, "batch_size": 16,
+                           "finetune_from_probe": True, "lr_finetune": 1e-4, "lr_scratch": 1e-3}
+    assert hr["100pct"]["finetune"]["head_alpha"] in cfg.probe_alphas and "head_alpha" not in hr["100pct"]["scratch"]
     assert m["tasks"]["fast"]["metric"] == "auroc"
     assert m["tasks"]["age"]["100pct"]["finetune"]["mae"]["value"] > 0
     rows = pd.read_csv(out / "le" / "hr.csv")

@@ -36,6 +36,12 @@ def stage_features(splits: dict, encoder: PretrainedEncoder, channels: tuple, ba
             "beat": beat}
 
 
+def budget(lcfg: LabelEfficiencyConfig) -> dict:
+    """What the trained networks were allowed, as the metrics file records it (the model card quotes it)."""
+    keys = ("max_steps", "eval_every", "patience", "batch_size", "finetune_from_probe", "lr_finetune", "lr_scratch")
+    return {k: getattr(lcfg, k) for k in keys}
+
+
 def run_label_efficiency(cfg: EvalConfig, lcfg: LabelEfficiencyConfig, model_dir: Path, windows_dir: Path,
                          metrics_path: Path, plots_dir: Path, figure_png: Path, *, progress: bool = True,
                          log=print) -> dict:
@@ -58,7 +64,7 @@ def run_label_efficiency(cfg: EvalConfig, lcfg: LabelEfficiencyConfig, model_dir
     feats = stage_features(splits, enc, channels, cfg.batch_size, progress)
     res = label_efficiency(cfg, lcfg, feats, splits, enc.model, model.cfg, device, log)
     metrics = {"checkpoint": {"epoch": int(ckpt["epoch"]) + 1, "file": cfg.checkpoint},
-               "fractions": sorted(lcfg.fractions), "split": "test", "tasks": res}
+               "fractions": sorted(lcfg.fractions), "split": "test", "budget": budget(lcfg), "tasks": res}
     Path(metrics_path).parent.mkdir(parents=True, exist_ok=True)
     Path(plots_dir).mkdir(parents=True, exist_ok=True)
     Path(figure_png).parent.mkdir(parents=True, exist_ok=True)

@@ -79,6 +79,7 @@ class LabelEfficiencyConfig:
     max_steps: int               # AdamW steps at most per network
     eval_every: int              # steps between val-loss checks (early stopping)
     patience: int                # checks without a better val loss before stopping
+    finetune_from_probe: bool    # the fine-tuned head starts as the frozen-encoder linear probe (LP-FT)
     lr_finetune: float           # learning rate when the pretrained encoder is fine-tuned
     lr_scratch: float            # learning rate of the same network from random weights
     weight_decay: float

@@ -10,7 +10,11 @@ scored on test:
   the channels side by side (``pretrained_channels``); penalty by
   subject-grouped CV on the fraction);
 * ``finetune``: the pretrained encoder and a head (:class:`FineTuneModel`),
-  every weight trained;
+  every weight trained; with ``finetune_from_probe`` (LP-FT, Kumar et al.
+  2022) the head starts as the linear probe fitted on the frozen encoder's
+  features of the fraction (penalty by the same grouped CV), so fine-tuning
+  starts where ``frozen_linear`` ends instead of pulling the encoder towards a
+  random head, and early stopping on val can only keep or improve on it;
 * ``scratch``: the same network from random weights, trained the same way;
 * ``beat_linear``: the classical beat features with the same linear model.
 
@@ -34,7 +38,8 @@ from ..seeding import LABEL_SUBJECTS, LABEL_TRAIN, derive_seed
 from ..ssl.finetune import FineTuneModel, set_trainable
 from ..ssl.model import ttm_config
 from .splitdata import SplitData
-from .tasks import Rows, label_values, per_subject, score_predictions, score_task, skip_reason, task_rows
+from .probes import Standardiser, ridge_path, select_alpha
+from .tasks import Rows, logistic_probe, label_values, per_subject, score_predictions, score_task, skip_reason, task_rows
 
 METHODS = ("frozen_linear", "finetune", "scratch", "beat_linear")
 LINEAR = {"frozen_linear": "pretrained_channels", "beat_linear": "beat"}
@@ -82,6 +87,32 @@ class Network:
         set_trainable(self.model, freeze_encoder=False)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=lcfg.weight_decay)
         self.mu, self.sd = 0.0, 1.0
+        self.from_probe = False
+
+    def head_from_probe(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas, folds: int) -> float:
+        """Set the head's linear layer to the probe fitted on the head's own input for the rows ``X`` (the
+        encoder's channel-pooled features; the head's layer norm, at its initial identity affine, applied
+        first); returns the probe's penalty. Regression targets are standardised as :meth:`fit` does."""
+        norm, linear = self.model.head[0], self.model.head[-1]
+        Z = torch.nn.functional.layer_norm(torch.as_tensor(X, dtype=torch.float32), norm.normalized_shape,
+                                           eps=norm.eps).double().numpy()
+        if self.kind == "regression":
+            self.mu, self.sd = float(y.mean()), float(y.std()) or 1.0
+            alpha, _ = select_alpha(Z, y, groups, alphas, folds)
+            st = Standardiser(Z)
+            coef, b = ridge_path(st(Z), (y - self.mu) / self.sd, [alpha])
+            w, b = coef[0] / st.sd, b[0] - (coef[0] / st.sd) @ st.mean
+            weight, bias = w[None], np.array([b])
+        else:
+            fit = logistic_probe(Z, y, groups, [np.zeros((1, Z.shape[1])), np.eye(Z.shape[1])],
+                                 np.asarray(alphas), folds)
+            b0, slope = fit["scores"][0][0], fit["scores"][1] - fit["scores"][0][0]   # the decision function
+            alpha, weight, bias = fit["alpha"], np.stack([np.zeros_like(slope), slope]), np.array([0.0, b0])
+        with torch.no_grad():
+            linear.weight.copy_(torch.as_tensor(weight, dtype=linear.weight.dtype))
+            linear.bias.copy_(torch.as_tensor(bias, dtype=linear.bias.dtype))
+        self.from_probe = True
+        return float(alpha)
 
     def _target(self, y: np.ndarray) -> torch.Tensor:
         t = y if self.kind == "binary" else (y - self.mu) / self.sd
@@ -90,7 +121,7 @@ class Network:
     def fit(self, train: SplitData, tr: tuple, val: SplitData, va: tuple) -> dict:
         """Train on ``tr = (idx, y)`` of ``train``; keep the weights of the lowest loss on ``va`` of ``val``."""
         idx, y = tr
-        if self.kind == "regression":
+        if self.kind == "regression" and not self.from_probe:
             self.mu, self.sd = float(y.mean()), float(y.std()) or 1.0
         rng = np.random.default_rng(self.seed)
         best, best_step, since, step = self.val_loss(val, va), 0, 0, 0
@@ -166,7 +197,8 @@ def task_efficiency(name: str, task: dict, cfg, lcfg, feats: dict, splits: dict,
         seed = seed_of(i)
         entry = {"subjects": int(len(np.unique(rows.groups))), "n_train": int(len(rows.y))}
         entry.update(score_task(task, rows, {"test": held["test"]}, fcfg, seed)["test"])
-        entry.update(network_scores(task, splits, subj, encoders, mcfg, cfg, lcfg, seed, device))
+        entry.update(network_scores(task, splits, subj, encoders, mcfg, fcfg, lcfg, seed, device,
+                                    feats["pretrained_channels"]["train"]))
         out[key] = entry
         log(f"label efficiency {name} {key} ({entry['subjects']} subjects): "
             + ", ".join(f"{m} {HEADLINE[task['kind']]} {entry[m][HEADLINE[task['kind']]]['value']:.3f}"
@@ -174,20 +206,27 @@ def task_efficiency(name: str, task: dict, cfg, lcfg, feats: dict, splits: dict,
     return out
 
 
-def network_scores(task: dict, splits: dict, subj, encoders: dict, mcfg, cfg, lcfg, seed: int, device) -> dict:
+def network_scores(task: dict, splits: dict, subj, encoders: dict, mcfg, cfg, lcfg, seed: int, device,
+                   probe_feats=None) -> dict:
     """``{"finetune" | "scratch": test scores and the early-stopping record}``: each network trained on the
-    labelled windows of the subjects ``subj`` of train, stopped on val, scored on test."""
+    labelled windows of the subjects ``subj`` of train, stopped on val, scored on test. With
+    ``lcfg.finetune_from_probe`` the fine-tuned head starts as the probe on ``probe_feats`` (the train
+    split's channel-pooled pretrained features, one row per window)."""
     train, val, test = splits["train"], splits["val"], splits["test"]
-    tr = labelled_windows(train, task, subj)[:2]
+    tr_idx, tr_y, tr_g = labelled_windows(train, task, subj)
     va = labelled_windows(val, task)[:2]
     te_idx, te_y, te_g = labelled_windows(test, task)
     out = {}
     for method in ("finetune", "scratch"):
         net = Network(encoders[method], mcfg, task["kind"], lcfg,
                       lcfg.lr_finetune if method == "finetune" else lcfg.lr_scratch, seed, device)
-        info = net.fit(train, tr, val, va)
+        init = {}
+        if method == "finetune" and lcfg.finetune_from_probe:
+            init = {"head_alpha": net.head_from_probe(probe_feats[tr_idx], tr_y, tr_g, cfg.probe_alphas,
+                                                      cfg.probe_folds)}
+        info = net.fit(train, (tr_idx, tr_y), val, va)
         p, y, g = per_unit(task, net.predict(test, te_idx), te_y, te_g)
-        out[method] = {**score_predictions(task["kind"], y, p, g, cfg, seed), **info}
+        out[method] = {**score_predictions(task["kind"], y, p, g, cfg, seed), **info, **init}
     return out
 
 

@@ -120,8 +120,12 @@ EFFICIENCY_METHODS = (("pretrained, frozen + linear", "frozen_linear"), ("pretra
 
 def efficiency_table(le: dict) -> list[str]:
     """The label-efficiency table: per task and fraction of train subjects, each method's test metric."""
+    b = le["budget"]
+    start = "the fine-tuned head starting as the frozen-encoder probe (LP-FT), " if b["finetune_from_probe"] else ""
     lines = ["Label efficiency, test split (MAE for regression, lower is better; AUROC for binary; 95% "
-             "subject-bootstrap intervals; the trained networks: at most 150 steps by default, early stopping on val):", "",
+             f"subject-bootstrap intervals; the trained networks: {start}at most {b['max_steps']} steps of "
+             f"{b['batch_size']} windows, early stopping on val loss checked every {b['eval_every']} steps "
+             f"with patience {b['patience']}):", "",
              "| task | metric | train subjects | " + " | ".join(h for h, _ in EFFICIENCY_METHODS) + " |",
              "|---|---|---|" + "---|" * len(EFFICIENCY_METHODS)]
     for task, r in le["tasks"].items():
