@@ -281,3 +281,22 @@ def test_result_tables_are_the_committed_metrics():
     assert f"| {age:.2f} [" in (ROOT / "README.md").read_text()
     hr = metrics["test"]["tasks"]["hr"]["pretrained_mean"]["r2"]["value"]
     assert f"| hr | R² | {hr:.3f} [" in (ROOT / "README.md").read_text()  # the test split's, not val's
+
+
+def test_the_efficiency_table_quotes_the_recorded_budget_and_marks_networks_that_never_moved():
+    """The caption is the stage's budget, not a literal; a trained network whose best val loss was at step 0
+    carries a mark, and metrics from before the budget was recorded are refused with the fix."""
+    import json
+
+    from vitalssl.eval.modelcard import efficiency_table
+    eff = json.loads((ROOT / "metrics" / "label_efficiency.json").read_text())
+    eff["budget"] = dict(eff["budget"], max_steps=77, patience=5)
+    lines = efficiency_table(eff)
+    assert "at most 77 steps" in lines[0] and "patience 5" in lines[0]
+    marked = {(t, f, m) for t, r in eff["tasks"].items() for f, e in r.items() if isinstance(e, dict)
+              for m in ("finetune", "scratch") if isinstance(e.get(m), dict) and e[m]["best_step"] == 0}
+    assert len(marked) > 0
+    assert sum(line.count(" †") for line in lines[4:]) == len(marked)
+    del eff["budget"]
+    with pytest.raises(ValueError, match="dvc repro label-efficiency"):
+        efficiency_table(eff)

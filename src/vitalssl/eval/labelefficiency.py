@@ -11,10 +11,13 @@ scored on test:
   subject-grouped CV on the fraction);
 * ``finetune``: the pretrained encoder and a head (:class:`FineTuneModel`),
   every weight trained; with ``finetune_from_probe`` (LP-FT, Kumar et al.
-  2022) the head starts as the linear probe fitted on the frozen encoder's
-  features of the fraction (penalty by the same grouped CV), so fine-tuning
-  starts where ``frozen_linear`` ends instead of pulling the encoder towards a
-  random head, and early stopping on val can only keep or improve on it;
+  2022) the head starts as a linear probe fitted, per window, on the frozen
+  encoder's layer-normed features of the fraction (penalty by the same grouped
+  CV), so fine-tuning starts from a head that fits the task instead of
+  pulling the encoder towards a random one, and early stopping on val keeps
+  that start unless a step beats it on val. (For a case-level task this probe
+  differs from ``frozen_linear``, which is fitted to one mean embedding per
+  subject);
 * ``scratch``: the same network from random weights, trained the same way;
 * ``beat_linear``: the classical beat features with the same linear model.
 
@@ -207,7 +210,7 @@ def task_efficiency(name: str, task: dict, cfg, lcfg, feats: dict, splits: dict,
 
 
 def network_scores(task: dict, splits: dict, subj, encoders: dict, mcfg, cfg, lcfg, seed: int, device,
-                   probe_feats=None) -> dict:
+                   probe_feats: np.ndarray) -> dict:
     """``{"finetune" | "scratch": test scores and the early-stopping record}``: each network trained on the
     labelled windows of the subjects ``subj`` of train, stopped on val, scored on test. With
     ``lcfg.finetune_from_probe`` the fine-tuned head starts as the probe on ``probe_feats`` (the train
@@ -216,6 +219,8 @@ def network_scores(task: dict, splits: dict, subj, encoders: dict, mcfg, cfg, lc
     tr_idx, tr_y, tr_g = labelled_windows(train, task, subj)
     va = labelled_windows(val, task)[:2]
     te_idx, te_y, te_g = labelled_windows(test, task)
+    if lcfg.finetune_from_probe and len(probe_feats) != len(train):
+        raise ValueError(f"finetune_from_probe: {len(probe_feats)} feature rows for {len(train)} train windows")
     out = {}
     for method in ("finetune", "scratch"):
         net = Network(encoders[method], mcfg, task["kind"], lcfg,

@@ -120,12 +120,16 @@ EFFICIENCY_METHODS = (("pretrained, frozen + linear", "frozen_linear"), ("pretra
 
 def efficiency_table(le: dict) -> list[str]:
     """The label-efficiency table: per task and fraction of train subjects, each method's test metric."""
+    if "budget" not in le:
+        raise ValueError("the label-efficiency metrics have no `budget` entry (written before the stage recorded "
+                         "it): re-run `dvc repro label-efficiency`")
     b = le["budget"]
-    start = "the fine-tuned head starting as the frozen-encoder probe (LP-FT), " if b["finetune_from_probe"] else ""
+    start = "the fine-tuned head starting as a per-window linear probe on the frozen encoder (LP-FT), " if b["finetune_from_probe"] else ""
     lines = ["Label efficiency, test split (MAE for regression, lower is better; AUROC for binary; 95% "
              f"subject-bootstrap intervals; the trained networks: {start}at most {b['max_steps']} steps of "
              f"{b['batch_size']} windows, early stopping on val loss checked every {b['eval_every']} steps "
-             f"with patience {b['patience']}):", "",
+             f"with patience {b['patience']}; † a network whose best val loss was at step 0: fine-tuned, "
+             "the head probe on the unchanged encoder; from scratch, its random weights):", "",
              "| task | metric | train subjects | " + " | ".join(h for h, _ in EFFICIENCY_METHODS) + " |",
              "|---|---|---|" + "---|" * len(EFFICIENCY_METHODS)]
     for task, r in le["tasks"].items():
@@ -136,7 +140,8 @@ def efficiency_table(le: dict) -> list[str]:
                 lines.append(f"| {task} | {r['metric'].upper()} | {pct} | skipped: {e['skipped']} |"
                              + " |" * (len(EFFICIENCY_METHODS) - 1))
                 continue
-            cells = [_with_ci(e[k][r["metric"]], 2 if r["metric"] == "mae" else 3) for _, k in EFFICIENCY_METHODS]
+            cells = [_with_ci(e[k][r["metric"]], 2 if r["metric"] == "mae" else 3)
+                     + (" †" if e[k].get("best_step") == 0 else "") for _, k in EFFICIENCY_METHODS]
             lines.append(f"| {task} | {r['metric'].upper()} | {pct} ({e['subjects']}) | " + " | ".join(cells) + " |")
     return lines
 
