@@ -41,7 +41,7 @@ from ..seeding import LABEL_SUBJECTS, LABEL_TRAIN, derive_seed
 from ..ssl.finetune import FineTuneModel, set_trainable
 from ..ssl.model import ttm_config
 from .splitdata import SplitData
-from .probes import Standardiser, ridge_path, select_alpha
+from .probes import ridge_fit
 from .tasks import Rows, logistic_probe, label_values, per_subject, score_predictions, score_task, skip_reason, task_rows
 
 METHODS = ("frozen_linear", "finetune", "scratch", "beat_linear")
@@ -90,7 +90,6 @@ class Network:
         set_trainable(self.model, freeze_encoder=False)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=lcfg.weight_decay)
         self.mu, self.sd = 0.0, 1.0
-        self.from_probe = False
 
     def head_from_probe(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas, folds: int) -> float:
         """Set the head's linear layer to the probe fitted on the head's own input for the rows ``X`` (the
@@ -100,22 +99,22 @@ class Network:
         Z = torch.nn.functional.layer_norm(torch.as_tensor(X, dtype=torch.float32), norm.normalized_shape,
                                            eps=norm.eps).double().numpy()
         if self.kind == "regression":
-            self.mu, self.sd = float(y.mean()), float(y.std()) or 1.0
-            alpha, _ = select_alpha(Z, y, groups, alphas, folds)
-            st = Standardiser(Z)
-            coef, b = ridge_path(st(Z), (y - self.mu) / self.sd, [alpha])
-            w, b = coef[0] / st.sd, b[0] - (coef[0] / st.sd) @ st.mean
-            weight, bias = w[None], np.array([b])
+            self._standardise_on(y)
+            fit = ridge_fit(Z, (y - self.mu) / self.sd, groups, alphas, folds)
         else:
-            fit = logistic_probe(Z, y, groups, [np.zeros((1, Z.shape[1])), np.eye(Z.shape[1])],
-                                 np.asarray(alphas), folds)
-            b0, slope = fit["scores"][0][0], fit["scores"][1] - fit["scores"][0][0]   # the decision function
-            alpha, weight, bias = fit["alpha"], np.stack([np.zeros_like(slope), slope]), np.array([0.0, b0])
+            fit = logistic_probe(Z, y, groups, [], np.asarray(alphas), folds)
+        st = fit["standardiser"]   # folded into the weights: w·(z - mean)/sd + b
+        w, b = fit["coef"] / st.sd, fit["intercept"] - (fit["coef"] / st.sd) @ st.mean
+        # regression: one output; binary: the logits [0, w·z + b], so softmax gives the probe's probability
+        weight, bias = (w[None], [b]) if self.kind == "regression" else (np.stack([np.zeros_like(w), w]), [0.0, b])
         with torch.no_grad():
             linear.weight.copy_(torch.as_tensor(weight, dtype=linear.weight.dtype))
-            linear.bias.copy_(torch.as_tensor(bias, dtype=linear.bias.dtype))
-        self.from_probe = True
-        return float(alpha)
+            linear.bias.copy_(torch.as_tensor(np.asarray(bias), dtype=linear.bias.dtype))
+        return float(fit["alpha"])
+
+    def _standardise_on(self, y: np.ndarray) -> None:
+        if self.kind == "regression":
+            self.mu, self.sd = float(y.mean()), float(y.std()) or 1.0
 
     def _target(self, y: np.ndarray) -> torch.Tensor:
         t = y if self.kind == "binary" else (y - self.mu) / self.sd
@@ -124,8 +123,7 @@ class Network:
     def fit(self, train: SplitData, tr: tuple, val: SplitData, va: tuple) -> dict:
         """Train on ``tr = (idx, y)`` of ``train``; keep the weights of the lowest loss on ``va`` of ``val``."""
         idx, y = tr
-        if self.kind == "regression" and not self.from_probe:
-            self.mu, self.sd = float(y.mean()), float(y.std()) or 1.0
+        self._standardise_on(y)   # the same labels as head_from_probe's, so the same mu and sd
         rng = np.random.default_rng(self.seed)
         best, best_step, since, step = self.val_loss(val, va), 0, 0, 0
         state = copy.deepcopy(self.model.state_dict())

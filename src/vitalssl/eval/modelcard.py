@@ -124,7 +124,8 @@ def efficiency_table(le: dict) -> list[str]:
         raise ValueError("the label-efficiency metrics have no `budget` entry (written before the stage recorded "
                          "it): re-run `dvc repro label-efficiency`")
     b = le["budget"]
-    start = "the fine-tuned head starting as a per-window linear probe on the frozen encoder (LP-FT), " if b["finetune_from_probe"] else ""
+    start = ("the fine-tuned head starting as a per-window linear probe on the frozen encoder (LP-FT), "
+             if b["finetune_from_probe"] else "")
     lines = ["Label efficiency, test split (MAE for regression, lower is better; AUROC for binary; 95% "
              f"subject-bootstrap intervals; the trained networks: {start}at most {b['max_steps']} steps of "
              f"{b['batch_size']} windows, early stopping on val loss checked every {b['eval_every']} steps "

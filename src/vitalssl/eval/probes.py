@@ -76,7 +76,15 @@ def linear_probe(X_train: np.ndarray, y_train: np.ndarray, groups_train, X_eval:
     y_train = np.asarray(y_train, np.float64)
     if X_train.shape[1] != X_eval.shape[1]:
         raise ValueError(f"train features have {X_train.shape[1]} columns, eval features {X_eval.shape[1]}")
-    alpha, cv_mse = select_alpha(X_train, y_train, groups_train, alphas, folds)
-    st = Standardiser(X_train)
-    coef, b = ridge_path(st(X_train), y_train, [alpha])
-    return {"pred": st(X_eval) @ coef[0] + b[0], "alpha": alpha, "cv_mse": cv_mse}
+    fit = ridge_fit(X_train, y_train, groups_train, alphas, folds)
+    return {"pred": fit["standardiser"](X_eval) @ fit["coef"] + fit["intercept"], "alpha": fit["alpha"],
+            "cv_mse": fit["cv_mse"]}
+
+
+def ridge_fit(X: np.ndarray, y: np.ndarray, groups, alphas, folds: int) -> dict:
+    """Ridge on standardised ``X``, alpha by grouped CV: ``{"standardiser", "coef", "intercept", "alpha", "cv_mse"}``
+    (``coef``, ``intercept`` act on standardised features)."""
+    alpha, cv_mse = select_alpha(X, y, groups, alphas, folds)
+    st = Standardiser(X)
+    coef, b = ridge_path(st(X), y, [alpha])
+    return {"standardiser": st, "coef": coef[0], "intercept": b[0], "alpha": alpha, "cv_mse": cv_mse}

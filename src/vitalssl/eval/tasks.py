@@ -138,7 +138,9 @@ def auprc(y: np.ndarray, score: np.ndarray):
 # --------------------------------------------------------------------------- probes
 
 def logistic_probe(X_tr, y_tr, g_tr, X_evals: list, alphas, folds: int) -> dict:
-    """L2 logistic regression (``C = 1 / alpha``) on standardised features, alpha by grouped-CV log loss on train.
+    """L2 logistic regression (``C = 1 / alpha``) on standardised features, alpha by grouped-CV log loss on train:
+    ``{"scores"`` (the decision function of each ``X_evals``), ``"alpha", "standardiser", "coef", "intercept"}``
+    (``coef``, ``intercept`` act on standardised features).
 
     scikit-learn's solver, not a hand-written one: the field's reference implementation.
     """
@@ -162,7 +164,8 @@ def logistic_probe(X_tr, y_tr, g_tr, X_evals: list, alphas, folds: int) -> dict:
             loss[i] += log_loss(y_tr[te], np.clip(p, 1e-12, 1 - 1e-12), labels=[0, 1]) * te.sum()
     alpha = float(alphas[int(np.argmin(loss))])
     st, m = fit(X_tr, y_tr, alpha)
-    return {"scores": [m.decision_function(st(X)) for X in X_evals], "alpha": alpha}
+    return {"scores": [m.decision_function(st(X)) for X in X_evals], "alpha": alpha, "standardiser": st,
+            "coef": m.coef_[0], "intercept": float(m.intercept_[0])}
 
 
 def score_predictions(kind: str, y: np.ndarray, p: np.ndarray, groups: np.ndarray, cfg, seed: int) -> dict:
