@@ -2,6 +2,7 @@
 
 Per batch size (default 128 and 512 on CPU, 128 and 2048 on CUDA), samples/s of
   floor       encoder + decoder forward/backward, batch and mask already on the device
+  torch drop  the floor with torch's own nn.Dropout in place of the model's Dropout16
   + AdamW     the floor plus the training's optimizer step
   in memory   + both losses (masked MSE + MR-STFT): the model step with its objective
   full step   ``train_one_epoch``: memory-mapped loader and prefetch thread, masks,
@@ -24,6 +25,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import copy
 import resource
 import statistics
 import sys
@@ -103,6 +105,14 @@ def bench_batch(cfg, device, ds, B, args) -> dict:
             out = step_model(x, mask)
         out.float().square().mean().backward()
 
+    plain = _torch_dropout(copy.deepcopy(model))
+
+    def torch_dropout():
+        plain.zero_grad(set_to_none=True)
+        with autocast(device, cfg.amp):
+            out = plain(x, mask)
+        out.float().square().mean().backward()
+
     def adamw():
         floor()
         opt.step()
@@ -139,7 +149,7 @@ def bench_batch(cfg, device, ds, B, args) -> dict:
     def per_step(fn):
         return lambda: [fn() for _ in range(args.batches)]
 
-    measures = {"floor": per_step(floor), "adamw": per_step(adamw), "in_memory": per_step(in_memory),
+    measures = {"floor": per_step(floor), "torch_dropout": per_step(torch_dropout), "adamw": per_step(adamw), "in_memory": per_step(in_memory),
                 "full": full_epoch, "loader": loader_epoch, "stft": per_step(stft)}
     first = {}
     for name, fn in measures.items():  # warm-up round; with --compile it includes compilation
@@ -172,19 +182,30 @@ def bench_batch(cfg, device, ds, B, args) -> dict:
 
 
 def print_table(rows, device) -> None:
-    head = ("batch", "floor", "+ AdamW", "in memory (+ both losses)", "full step", "full / in memory",
+    head = ("batch", "floor", "floor, nn.Dropout", "+ AdamW", "in memory (+ both losses)", "full step", "full / in memory",
             "loader alone", "MR-STFT share of full", "peak RSS", "peak GPU")
     print("samples/s; ratios are medians of per-round ratios")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
         gpu = f"{r['gpu']:.0f} MiB" if r["gpu"] is not None else "-"
-        print(f"| {r['B']} | {r['floor']:,.0f} | {r['adamw']:,.0f} | {r['in_memory']:,.0f} | {r['full']:,.0f} | "
+        print(f"| {r['B']} | {r['floor']:,.0f} | {r['torch_dropout']:,.0f} | {r['adamw']:,.0f} | {r['in_memory']:,.0f} | {r['full']:,.0f} | "
               f"{r['full_vs_mem']:.2f}x | {r['loader']:,.0f} | {r['stft_share']:.0%} | {r['rss']:,.0f} MiB | {gpu} |")
     for r in rows:
         print(f"batch {r['B']}: first (warm-up) round s: " +
               ", ".join(f"{k} {v:.1f}" for k, v in r["first"].items()))
     sys.stdout.flush()
+
+
+def _torch_dropout(model):
+    """``model`` with each Dropout16 put back to torch's ``nn.Dropout`` (same p): the old floor."""
+    from vitalssl.ssl.dropout import Dropout16
+
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if isinstance(child, Dropout16):
+                setattr(parent, name, torch.nn.Dropout(child.p))
+    return model
 
 
 def _sync(device) -> None:

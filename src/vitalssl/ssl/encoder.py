@@ -26,7 +26,7 @@ from ..windowfile import WindowDataset
 from .checkpoint import CheckpointError, load_checkpoint, model_config_of
 from .config import ModelConfig
 from .distributed import pick_device
-from .model import ttm_config
+from .model import ttm_encoder
 
 POOLS = ("mean", "channels")
 
@@ -46,7 +46,7 @@ class PretrainedEncoder:
         if "encoder_state_dict" not in ckpt:
             raise CheckpointError(f"{checkpoint_path} lacks encoder_state_dict")
         cfg = model_config_of(ckpt)
-        enc = TinyTimeMixerModel(ttm_config(cfg))
+        enc = ttm_encoder(cfg)
         enc.load_state_dict(ckpt["encoder_state_dict"])
         return cls(enc, cfg, device)
 
@@ -65,7 +65,7 @@ class PretrainedEncoder:
         state = torch.random.get_rng_state()
         try:
             torch.manual_seed(seed)
-            enc = TinyTimeMixerModel(ttm_config(cfg))
+            enc = ttm_encoder(cfg)
         finally:
             torch.random.set_rng_state(state)
         return cls(enc, cfg, device)

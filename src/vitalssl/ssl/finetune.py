@@ -58,7 +58,8 @@ from tsfm_public.models.tinytimemixer import TinyTimeMixerModel
 from ..config import ConfigError, from_dict, to_dict
 from .checkpoint import CheckpointError, load_checkpoint, model_config_of
 from .config import ModelConfig
-from .model import ttm_config
+from .dropout import use_fast_dropout
+from .model import ttm_encoder
 
 TASKS = ("regression", "classification")
 _MIXER = re.compile(r"^(.*\.mixers\.\d+)\.channel_feature_mixer\.(mlp\.fc1|mlp\.fc2|gating_block\.attn_layer)\.(weight|bias)$")
@@ -104,6 +105,7 @@ class FineTuneModel(nn.Module):
         width = cfg.d_model * (cfg.num_input_channels if pool == "channels" else 1)
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Dropout(cfg.dropout), nn.Linear(width, num_outputs))
         self.transfer_report: Optional[TransferReport] = None
+        use_fast_dropout(self)   # an encoder from anywhere (from_pretrained too) draws its masks fast on CPU
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C', L]`` -> latents ``[B, C', N, D]``."""
@@ -220,7 +222,7 @@ def load_pretrained_with_channel_inflate(checkpoint_path: str | Path, pretrain_c
     try:
         if seed is not None:
             torch.manual_seed(seed)
-        model = FineTuneModel(TinyTimeMixerModel(ttm_config(cfg)), cfg, task, num_outputs, pool)
+        model = FineTuneModel(ttm_encoder(cfg), cfg, task, num_outputs, pool)
     finally:
         if seed is not None:
             torch.random.set_rng_state(rng)

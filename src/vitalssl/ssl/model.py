@@ -10,6 +10,7 @@ from torch import nn
 from tsfm_public.models.tinytimemixer import TinyTimeMixerConfig, TinyTimeMixerModel
 
 from .config import ModelConfig
+from .dropout import use_fast_dropout
 from .masking import sample_mask, unpatchify
 
 
@@ -21,6 +22,11 @@ def ttm_config(cfg: ModelConfig) -> TinyTimeMixerConfig:
         expansion_factor=cfg.expansion_factor, dropout=cfg.dropout, mode=cfg.mode, gated_attn=cfg.gated_attn,
         scaling=cfg.scaling, prediction_length=cfg.patch_length,  # unused by the backbone
     )
+
+
+def ttm_encoder(cfg: ModelConfig) -> TinyTimeMixerModel:
+    """A fresh TinyTimeMixer backbone for ``cfg``, its dropout layers drawing 16-bit masks on CPU (:mod:`.dropout`)."""
+    return use_fast_dropout(TinyTimeMixerModel(ttm_config(cfg)))
 
 
 class PatchDecoder(nn.Module):
@@ -44,7 +50,7 @@ class MaskedTTM(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        self.encoder = TinyTimeMixerModel(ttm_config(cfg))
+        self.encoder = ttm_encoder(cfg)
         self.decoder = PatchDecoder(cfg.d_model, cfg.patch_length, cfg.decoder_hidden)
         if cfg.mask_token:
             self.decoder.register_parameter("mask_token", nn.Parameter(torch.zeros(())))
