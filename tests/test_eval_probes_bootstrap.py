@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from vitalssl.eval import bootstrap as bs
-from vitalssl.eval.probes import Standardiser, group_folds, linear_probe, ridge_path
+from vitalssl.eval.probes import Standardiser, group_folds, linear_probe, ridge_fit, ridge_path, ridge_predict
 
 
 
@@ -60,6 +60,32 @@ def test_statistics_with_unit_weights_are_the_plain_ones():
     assert bs.ratio_of_means(y + 5, p + 5)(one)[0] == pytest.approx(np.mean(y + 5) / np.mean(p + 5))
 
 
+def test_out_of_sample_r2_is_zero_for_the_train_mean_and_tight_about_zero_for_an_unrelated_label():
+    rng = np.random.default_rng(4)
+    y, p = rng.standard_normal(40), rng.standard_normal(40)
+    assert bs.r2(y, p, 0.3)(np.ones((1, 40)))[0] == pytest.approx(1 - np.sum((y - p) ** 2) / np.sum((y - 0.3) ** 2))
+    # a label with a level per subject and nothing in the features (as BIS in the demo), five draws
+    g_tr, g_te = np.repeat(np.arange(40), 20), np.repeat(np.arange(40, 50), 20)
+    contains = below = 0
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        y_tr = np.repeat(rng.normal(50, 8, 40), 20) + rng.standard_normal(800)
+        y_te = np.repeat(rng.normal(50, 8, 10), 20) + rng.standard_normal(200)
+        X_tr, X_te = rng.standard_normal((800, 16)), rng.standard_normal((200, 16))
+        pred = linear_probe(X_tr, y_tr, g_tr, X_te, [1e-1, 10.0, 1e3, 1e5], 5)["pred"]
+        W = bs.subject_weights(g_te, 400, 0)
+        const = bs.r2(y_te, np.full(200, y_tr.mean()), y_tr.mean())(W)
+        np.testing.assert_allclose(const, 0.0, atol=1e-12)             # every replicate: exactly no skill
+        oos = bs.estimate(bs.r2(y_te, pred, y_tr.mean()), g_te, 400, 0)
+        assert -0.05 < oos["ci_low"] <= oos["value"] <= oos["ci_high"] < 0.05
+        contains += oos["ci_low"] < 0 < oos["ci_high"]
+        # about each replicate's own mean, the same predictions score far below 0 in most draws
+        inner = bs.estimate(bs.r2(y_te, pred), g_te, 400, 0)
+        assert inner["ci_low"] < -0.5 and inner["ci_high"] < 0.02
+        below += inner["ci_high"] < 0
+    assert contains == 5 and below == 4
+
+
 def test_subject_weights_resample_whole_subjects():
     groups = np.repeat(["a", "b", "c", "d"], [1, 2, 3, 4])
     W = bs.subject_weights(groups, 50, 0)
@@ -81,3 +107,25 @@ def test_bootstrap_interval_covers_the_true_mean_about_95_percent_of_the_time():
         e = bs.estimate(bs.weighted_mean(v), groups, 400, k)
         hits += e["ci_low"] <= 0.0 <= e["ci_high"]
     assert 0.87 <= hits / trials <= 0.99
+
+
+def test_ridge_path_gram_and_svd_routes_agree_with_the_normal_equations():
+    rng = np.random.default_rng(6)
+    alphas = [1e-2, 1.0, 1e3]
+    for n, d in [(300, 40), (30, 80)]:            # more rows than columns: the Gram route; fewer: the SVD
+        X = rng.standard_normal((n, d)) @ rng.standard_normal((d, d)) + 3.0
+        y = X[:, 0] - 2 * X[:, 1] + rng.standard_normal(n)
+        coef, b = ridge_path(X, y, alphas)
+        Xc = X - X.mean(0)
+        for a, c, i in zip(alphas, coef, b):
+            ref = np.linalg.solve(Xc.T @ Xc + a * np.eye(d), Xc.T @ (y - y.mean()))
+            np.testing.assert_allclose(c, ref, rtol=1e-7, atol=1e-9)
+            assert i == pytest.approx(y.mean() - X.mean(0) @ ref)
+
+
+def test_ridge_predict_names_a_column_mismatch():
+    rng = np.random.default_rng(7)
+    fit = ridge_fit(rng.standard_normal((40, 5)), rng.standard_normal(40), np.repeat(np.arange(8), 5), [1.0], 2)
+    assert ridge_predict(fit, np.zeros((3, 5))).shape == (3,)
+    with pytest.raises(ValueError, match="5 columns, eval features 4"):
+        ridge_predict(fit, np.zeros((3, 4)))

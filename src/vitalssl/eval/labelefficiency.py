@@ -39,7 +39,7 @@ import torch
 
 from ..seeding import LABEL_SUBJECTS, LABEL_TRAIN, derive_seed
 from ..ssl.finetune import FineTuneModel, set_trainable
-from ..ssl.model import ttm_config
+from ..ssl.model import ttm_encoder
 from .splitdata import SplitData
 from .probes import ridge_fit
 from .tasks import Rows, logistic_probe, label_values, per_subject, score_predictions, score_task, skip_reason, task_rows
@@ -219,6 +219,7 @@ def network_scores(task: dict, splits: dict, subj, encoders: dict, mcfg, cfg, lc
     te_idx, te_y, te_g = labelled_windows(test, task)
     if lcfg.finetune_from_probe and len(probe_feats) != len(train):
         raise ValueError(f"finetune_from_probe: {len(probe_feats)} feature rows for {len(train)} train windows")
+    train_mean = per_unit(task, tr_y, tr_y, tr_g)[1].mean()   # over the units scored: windows or subjects
     out = {}
     for method in ("finetune", "scratch"):
         net = Network(encoders[method], mcfg, task["kind"], lcfg,
@@ -229,7 +230,7 @@ def network_scores(task: dict, splits: dict, subj, encoders: dict, mcfg, cfg, lc
                                                       cfg.probe_folds)}
         info = net.fit(train, (tr_idx, tr_y), val, va)
         p, y, g = per_unit(task, net.predict(test, te_idx), te_y, te_g)
-        out[method] = {**score_predictions(task["kind"], y, p, g, cfg, seed), **info, **init}
+        out[method] = {**score_predictions(task["kind"], y, p, g, cfg, seed, train_mean), **info, **init}
     return out
 
 
@@ -249,8 +250,7 @@ def label_efficiency(cfg, lcfg, feats: dict, splits: dict, pretrained_encoder, m
 
 
 def _fresh_encoder(mcfg):
-    from tsfm_public.models.tinytimemixer import TinyTimeMixerModel
-    return TinyTimeMixerModel(ttm_config(mcfg))
+    return ttm_encoder(mcfg)
 
 
 def curves(result: dict, fractions, ci_keys=("value", "ci_low", "ci_high")) -> dict:

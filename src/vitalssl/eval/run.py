@@ -20,7 +20,7 @@ from . import bootstrap as bs
 from .config import EvalConfig
 from .beatfeatures import split_beat_features
 from .features import hand_features
-from .probes import linear_probe
+from .probes import ridge_fit, ridge_predict
 from .reconstruction import (BASELINES, fit_beat_repeat_scale, fixed_masks, hidden_samples, mask_key,
                              model_reconstruction, baseline_reconstructions, reconstruction_errors)
 from .splitdata import SplitData, check_held_out
@@ -58,11 +58,11 @@ def evaluate_checkpoint(cfg: EvalConfig, checkpoint: Path, windows_dir: Path, sp
     features = probe_features(cfg, model.encoder, mcfg, [train] + evals, device, progress, channels)
     tasks = task_metrics(cfg, features, train, evals, lambda name: derive_seed(
         cfg.seed, BOOTSTRAP, 1, sorted(cfg.tasks).index(name)), POOLS)
-    figure = None
+    figure, fits = None, {}
     for ev in evals:
         rec, fig = reconstruction_metrics(cfg, model, ev, scales, channels, device, progress)
         metrics[ev.name] = {"windows": len(ev), "subjects": bs.group_index(ev.groups)[1],
-                            "reconstruction": rec, "probes": probe_metrics(cfg, features, train, ev),
+                            "reconstruction": rec, "probes": probe_metrics(cfg, features, train, ev, fits),
                             "tasks": tasks[ev.name]}
         if ev.name == evals[0].name:
             figure = fig
@@ -135,13 +135,15 @@ def probe_features(cfg, encoder, mcfg, splits: list, device, progress, channels=
     return feats
 
 
-def probe_metrics(cfg, features: dict, train: SplitData, ev: SplitData) -> dict:
+def probe_metrics(cfg, features: dict, train: SplitData, ev: SplitData, fits: dict | None = None) -> dict:
     """Per label and feature set: MAE and R² on ``ev`` with intervals, the chosen alpha, the window counts.
+
+    Each probe is fitted once on train: ``fits`` keeps them by (label, feature set) for the next split.
 
     The random-weights encoders are summarised over seeds: ``value`` is the mean of
     the seeds' values and the interval spans all their intervals.
     """
-    out = {}
+    out, fits = {}, {} if fits is None else fits
     for label, y_tr_all in train.labels.items():
         if label not in ev.labels:
             raise ValueError(f"label {label!r} is in the train metadata but not in {ev.name}'s")
@@ -156,11 +158,14 @@ def probe_metrics(cfg, features: dict, train: SplitData, ev: SplitData) -> dict:
         seed = derive_seed(cfg.seed, BOOTSTRAP, 0, sorted(train.labels).index(label) + 2)
         res = {"n_train": int(tr.sum()), "n_eval": int(te.sum())}
         for name, f in features.items():
-            p = linear_probe(f["train"][tr], y_tr, train.groups[tr], f[ev.name][te], cfg.probe_alphas,
-                             cfg.probe_folds)
-            res[name] = {"mae": bs.estimate(bs.mae(y_te, p["pred"]), g_te, cfg.n_bootstrap, seed, cfg.ci),
-                         "r2": bs.estimate(bs.r2(y_te, p["pred"]), g_te, cfg.n_bootstrap, seed, cfg.ci),
-                         "alpha": p["alpha"]}
+            if (label, name) not in fits:
+                fits[label, name] = ridge_fit(f["train"][tr], y_tr, train.groups[tr], cfg.probe_alphas,
+                                              cfg.probe_folds)
+            fit = fits[label, name]
+            pred = ridge_predict(fit, f[ev.name][te])
+            res[name] = {"mae": bs.estimate(bs.mae(y_te, pred), g_te, cfg.n_bootstrap, seed, cfg.ci),
+                         "r2": bs.estimate(bs.r2(y_te, pred, y_tr.mean()), g_te, cfg.n_bootstrap, seed, cfg.ci),
+                         "alpha": fit["alpha"]}
         pool_random_seeds(res, cfg.random_encoder_seeds, POOLS)
         out[label] = res
     return out

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import bootstrap as bs
-from .probes import Standardiser, group_folds, linear_probe
+from .probes import Standardiser, group_folds, ridge_fit, ridge_predict
 from .splitdata import LABEL_PREFIX, SplitData
 
 
@@ -168,11 +168,13 @@ def logistic_probe(X_tr, y_tr, g_tr, X_evals: list, alphas, folds: int) -> dict:
             "coef": m.coef_[0], "intercept": float(m.intercept_[0])}
 
 
-def score_predictions(kind: str, y: np.ndarray, p: np.ndarray, groups: np.ndarray, cfg, seed: int) -> dict:
-    """Regression ``p`` (predictions): MAE and R²; binary ``p`` (scores): AUROC and AUPRC; with intervals."""
+def score_predictions(kind: str, y: np.ndarray, p: np.ndarray, groups: np.ndarray, cfg, seed: int,
+                      train_mean: float) -> dict:
+    """Regression ``p`` (predictions): MAE and the out-of-sample R² against ``train_mean``, the mean of the
+    labels the predictor was fitted to; binary ``p`` (scores): AUROC and AUPRC; with intervals."""
     if kind == "regression":
         return {"mae": bs.estimate(bs.mae(y, p), groups, cfg.n_bootstrap, seed, cfg.ci),
-                "r2": bs.estimate(bs.r2(y, p), groups, cfg.n_bootstrap, seed, cfg.ci)}
+                "r2": bs.estimate(bs.r2(y, p, train_mean), groups, cfg.n_bootstrap, seed, cfg.ci)}
     return {"auroc": bs.estimate(auroc(y, p), groups, cfg.n_bootstrap, seed, cfg.ci),
             "auprc": bs.estimate(auprc(y, p), groups, cfg.n_bootstrap, seed, cfg.ci)}
 
@@ -183,14 +185,16 @@ def score_task(task: dict, train: Rows, evals: dict, cfg, seed: int) -> dict:
     for name, X_tr in train.features.items():
         X_ev = [evals[s].features[name] for s in evals]
         if task["kind"] == "regression":
-            fits = [linear_probe(X_tr, train.y, train.groups, X, cfg.probe_alphas, cfg.probe_folds) for X in X_ev]
-            preds, alpha = [f["pred"] for f in fits], fits[0]["alpha"]
+            fit = ridge_fit(np.asarray(X_tr, np.float64), np.asarray(train.y, np.float64), train.groups,
+                            cfg.probe_alphas, cfg.probe_folds)
+            preds, alpha = [ridge_predict(fit, X) for X in X_ev], fit["alpha"]
         else:
             fit = logistic_probe(X_tr, train.y, train.groups, X_ev, np.asarray(cfg.probe_alphas), cfg.probe_folds)
             preds, alpha = fit["scores"], fit["alpha"]
         for s, p in zip(evals, preds):
             r = evals[s]
-            out[s][name] = {**score_predictions(task["kind"], r.y, p, r.groups, cfg, seed), "alpha": alpha}
+            out[s][name] = {**score_predictions(task["kind"], r.y, p, r.groups, cfg, seed, train.y.mean()),
+                            "alpha": alpha}
     return out
 
 
