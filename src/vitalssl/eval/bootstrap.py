@@ -58,14 +58,24 @@ def mae(y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
     return weighted_mean(np.abs(np.asarray(pred, np.float64) - np.asarray(y, np.float64)))
 
 
-def r2(y: np.ndarray, pred: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
-    """Statistic: coefficient of determination ``1 - SS_res / SS_tot`` under weights (SS_tot about the weighted mean)."""
+def r2(y: np.ndarray, pred: np.ndarray, train_mean: float | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """Statistic: ``1 - SS_res / SS_tot`` under weights.
+
+    With ``train_mean``, SS_tot is about that fixed value: the out-of-sample R² (Hawinkel, Waegeman
+    and Maere 2023, *The American Statistician* 78(1)), 0 for a predictor that says the train mean and
+    positive only where it beats it. Without it, SS_tot is about each replicate's own weighted mean
+    (``sklearn.metrics.r2_score``), which a constant prediction scores below 0 whenever the evaluated
+    subjects' mean differs from the train mean, whatever the features carry.
+    """
     y = np.asarray(y, np.float64)
     e2 = (np.asarray(pred, np.float64) - y) ** 2
+    d2 = None if train_mean is None else (y - float(train_mean)) ** 2
 
     def stat(W):
-        sw = W.sum(axis=1)
-        ss_tot = W @ (y * y) - (W @ y) ** 2 / sw
+        if d2 is None:
+            ss_tot = W @ (y * y) - (W @ y) ** 2 / W.sum(axis=1)
+        else:
+            ss_tot = W @ d2
         with np.errstate(divide="ignore", invalid="ignore"):
             return 1.0 - (W @ e2) / ss_tot
     return stat

@@ -97,8 +97,8 @@ def headline_tables(metrics: dict) -> list[str]:
         b = e["best_baseline"][ch]
         lines.append(f"| {ch} | {e['model'][ch]:.3f} | {b} {e[b][ch]:.3f} | "
                      f"{_with_ci(e['model_minus_best'][ch])} |")
-    lines += ["", f"Linear probes on frozen embeddings, {split} split (R² for regression, AUROC for binary tasks; "
-              "95% subject-bootstrap intervals):", "",
+    lines += ["", f"Linear probes on frozen embeddings, {split} split (R² for regression, out of sample: against the "
+              "train mean; AUROC for binary tasks; 95% subject-bootstrap intervals):", "",
               "| task | score | " + " | ".join(h for h, _ in HEADLINE_METHODS) + " |",
               "|---|---|" + "---|" * len(HEADLINE_METHODS)]
     skipped = []
