@@ -237,7 +237,7 @@ def network_scores(task: dict, splits: dict, subj, encoders: dict, mcfg, cfg, lc
 def label_efficiency(cfg, lcfg, feats: dict, splits: dict, pretrained_encoder, mcfg, device, log=print) -> dict:
     """``{task: {kind, level, metric, fractions}}`` for every ``lcfg.tasks`` entry (see the module docstring)."""
     encoders = {"finetune": lambda: copy.deepcopy(pretrained_encoder),
-                "scratch": lambda: _fresh_encoder(mcfg)}
+                "scratch": lambda: ttm_encoder(mcfg)}
     # one shuffle of the train subjects for every task: a fraction is the same people throughout
     subjects = nested_subjects(splits["train"].groups, lcfg.fractions, derive_seed(lcfg.seed, LABEL_SUBJECTS))
     out = {}
@@ -247,10 +247,6 @@ def label_efficiency(cfg, lcfg, feats: dict, splits: dict, pretrained_encoder, m
         res = task_efficiency(name, task, cfg, lcfg, feats, splits, encoders, mcfg, device, subjects, seed_of, log)
         out[name] = {"kind": task["kind"], "level": task["level"], "metric": HEADLINE[task["kind"]], **res}
     return out
-
-
-def _fresh_encoder(mcfg):
-    return ttm_encoder(mcfg)
 
 
 def curves(result: dict, fractions, ci_keys=("value", "ci_low", "ci_high")) -> dict:

@@ -43,7 +43,7 @@ class Standardiser:
 
 
 def ridge_path(X: np.ndarray, y: np.ndarray, alphas) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge coefficients ``[A, d]`` and intercepts ``[A]`` for every alpha, from one SVD of centred ``X [n, d]``.
+    """Ridge coefficients ``[A, d]`` and intercepts ``[A]`` for every alpha, from one factorisation of centred ``X [n, d]``.
 
     Minimises ``|y - X w - b|^2 + alpha |w|^2`` (the intercept is not penalised). With more rows than
     columns the same solution comes from the eigenvectors of the ``[d, d]`` Gram matrix, ``w = V
@@ -80,7 +80,6 @@ def select_alpha(X: np.ndarray, y: np.ndarray, groups, alphas, k: int) -> tuple[
 def linear_probe(X_train: np.ndarray, y_train: np.ndarray, groups_train, X_eval: np.ndarray, alphas,
                  folds: int) -> dict:
     """Fit on train (alpha by grouped CV), predict ``X_eval``: ``{"pred", "alpha", "cv_mse"}``."""
-    X_train, y_train = np.asarray(X_train, np.float64), np.asarray(y_train, np.float64)
     fit = ridge_fit(X_train, y_train, groups_train, alphas, folds)
     return {"pred": ridge_predict(fit, X_eval), "alpha": fit["alpha"], "cv_mse": fit["cv_mse"]}
 
@@ -96,6 +95,7 @@ def ridge_predict(fit: dict, X: np.ndarray) -> np.ndarray:
 def ridge_fit(X: np.ndarray, y: np.ndarray, groups, alphas, folds: int) -> dict:
     """Ridge on standardised ``X``, alpha by grouped CV: ``{"standardiser", "coef", "intercept", "alpha", "cv_mse"}``
     (``coef``, ``intercept`` act on standardised features)."""
+    X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
     alpha, cv_mse = select_alpha(X, y, groups, alphas, folds)
     st = Standardiser(X)
     coef, b = ridge_path(st(X), y, [alpha])

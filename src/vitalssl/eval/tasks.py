@@ -185,8 +185,7 @@ def score_task(task: dict, train: Rows, evals: dict, cfg, seed: int) -> dict:
     for name, X_tr in train.features.items():
         X_ev = [evals[s].features[name] for s in evals]
         if task["kind"] == "regression":
-            fit = ridge_fit(np.asarray(X_tr, np.float64), np.asarray(train.y, np.float64), train.groups,
-                            cfg.probe_alphas, cfg.probe_folds)
+            fit = ridge_fit(X_tr, train.y, train.groups, cfg.probe_alphas, cfg.probe_folds)
             preds, alpha = [ridge_predict(fit, X) for X in X_ev], fit["alpha"]
         else:
             fit = logistic_probe(X_tr, train.y, train.groups, X_ev, np.asarray(cfg.probe_alphas), cfg.probe_folds)
