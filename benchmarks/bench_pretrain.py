@@ -83,6 +83,7 @@ def bench_batch(cfg, device, ds, B, args) -> dict:
     from vitalssl.ssl.model import MaskedTTM
     from vitalssl.ssl.prefetch import Prefetcher
     from vitalssl.ssl.train import RunContext, autocast, build_optimizer, compiled, make_scaler, train_one_epoch
+    from vitalssl.ssl.dropout import use_fast_dropout
     from vitalssl.windowfile import EpochBatchSampler
 
     cfg = replace(cfg, batch_size=B)
@@ -105,7 +106,7 @@ def bench_batch(cfg, device, ds, B, args) -> dict:
             out = step_model(x, mask)
         out.float().square().mean().backward()
 
-    plain = _torch_dropout(copy.deepcopy(model))
+    plain = use_fast_dropout(copy.deepcopy(model), fast=False)   # torch's own dropout: the old floor
 
     def torch_dropout():
         plain.zero_grad(set_to_none=True)
@@ -195,17 +196,6 @@ def print_table(rows, device) -> None:
         print(f"batch {r['B']}: first (warm-up) round s: " +
               ", ".join(f"{k} {v:.1f}" for k, v in r["first"].items()))
     sys.stdout.flush()
-
-
-def _torch_dropout(model):
-    """``model`` with each Dropout16 put back to torch's ``nn.Dropout`` (same p): the old floor."""
-    from vitalssl.ssl.dropout import Dropout16
-
-    for parent in model.modules():
-        for name, child in parent.named_children():
-            if isinstance(child, Dropout16):
-                setattr(parent, name, torch.nn.Dropout(child.p))
-    return model
 
 
 def _sync(device) -> None:

@@ -75,3 +75,12 @@ def test_models_use_it_and_keep_their_weights_and_eval_output():
 
     head = FineTuneModel(plain, cfg, "regression", 1)                # an encoder built elsewhere is swapped too
     assert not any(type(m) is nn.Dropout for m in head.modules())
+
+
+def test_fast_false_puts_torch_dropout_back_with_the_same_p():
+    net = nn.Sequential(nn.Linear(3, 3), nn.Dropout(0.3), nn.Sequential(nn.Dropout(0.1), nn.ReLU()))
+    use_fast_dropout(net)
+    assert [type(m) for m in net.modules() if isinstance(m, nn.Dropout)] == [Dropout16, Dropout16]
+    use_fast_dropout(net, fast=False)
+    drops = [m for m in net.modules() if isinstance(m, nn.Dropout)]
+    assert [type(m) for m in drops] == [nn.Dropout, nn.Dropout] and [m.p for m in drops] == [0.3, 0.1]

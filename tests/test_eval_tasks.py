@@ -7,7 +7,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from vitalssl.config import ConfigError
 from vitalssl.entry.evaluate_stage import eval_config
 from vitalssl.eval.splitdata import SplitData
-from vitalssl.eval.tasks import Rows, auprc, auroc, label_values, score_task, task_metrics, task_rows
+from vitalssl.eval.tasks import Rows, auprc, auroc, label_values, name_seed, score_task, task_metrics, task_rows
 
 
 @pytest.fixture
@@ -90,6 +90,23 @@ def test_a_task_that_cannot_be_scored_says_why_in_the_metrics(params):
     tr.labels["map"][:40] = 60.0                              # now train has positives; val still has 3
     m = task_metrics(cfg, feats, tr, [ev], lambda name: 0)["val"]
     assert m["hypotension"] == {"skipped": "hypotension: 3 positive windows in 2 val subjects; need at least 10 positive windows in at least 2 subjects"}
+
+
+def test_adding_a_task_moves_no_other_tasks_interval(params):
+    base = {"map": {"label": "label_map", "level": "window", "kind": "regression"},
+            "sbp": {"label": "label_sbp", "level": "window", "kind": "regression"}}
+    more = {"aaa": {"label": "label_map", "level": "window", "kind": "binary", "rule": {"below": 85.0}}, **base}
+    X, g, rng = _planted(4, n_subj=12, per=8)
+    lab = {"map": 80 + 10 * X[:, 0] + rng.normal(0, 3, len(g)), "sbp": 120 + 10 * X[:, 1] + rng.normal(0, 3, len(g))}
+    tr, ev = split("train", g, lab), split("val", np.char.add("v", g), lab)
+    got = []
+    for tasks in (base, more):
+        cfg = eval_config({**params, "evaluate": dict(params["evaluate"], n_bootstrap=200, probe_folds=3, tasks=tasks)})
+        got.append(task_metrics(cfg, {"f": {"train": X, "val": X}}, tr, [ev], lambda n: name_seed(0, 5, n))["val"])
+    assert "aaa" in got[1] and "skipped" not in got[1]["aaa"]
+    for name in base:
+        assert got[0][name]["f"]["r2"] == got[1][name]["f"]["r2"] and got[0][name]["f"]["r2"]["ci_low"] > 0.5
+    assert name_seed(0, 5, "map") != name_seed(0, 5, "sbp") != name_seed(1, 5, "sbp")
 
 
 def test_a_task_entry_is_checked(params):

@@ -42,7 +42,7 @@ from ..ssl.finetune import FineTuneModel, set_trainable
 from ..ssl.model import ttm_encoder
 from .splitdata import SplitData
 from .probes import ridge_fit
-from .tasks import Rows, logistic_probe, label_values, per_subject, score_predictions, score_task, skip_reason, task_rows
+from .tasks import Rows, logistic_probe, name_seed, label_values, per_subject, score_predictions, score_task, skip_reason, task_rows
 
 METHODS = ("frozen_linear", "finetune", "scratch", "beat_linear")
 LINEAR = {"frozen_linear": "pretrained_channels", "beat_linear": "beat"}
@@ -241,9 +241,9 @@ def label_efficiency(cfg, lcfg, feats: dict, splits: dict, pretrained_encoder, m
     # one shuffle of the train subjects for every task: a fraction is the same people throughout
     subjects = nested_subjects(splits["train"].groups, lcfg.fractions, derive_seed(lcfg.seed, LABEL_SUBJECTS))
     out = {}
-    for t, name in enumerate(lcfg.tasks):
+    for name in lcfg.tasks:
         task = cfg.tasks[name]
-        seed_of = lambda i, t=t: derive_seed(lcfg.seed, LABEL_TRAIN, t, i)  # noqa: E731
+        seed_of = lambda i, name=name: name_seed(lcfg.seed, LABEL_TRAIN, name, i)  # noqa: E731
         res = task_efficiency(name, task, cfg, lcfg, feats, splits, encoders, mcfg, device, subjects, seed_of, log)
         out[name] = {"kind": task["kind"], "level": task["level"], "metric": HEADLINE[task["kind"]], **res}
     return out

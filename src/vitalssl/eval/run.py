@@ -24,7 +24,7 @@ from .probes import ridge_fit, ridge_predict
 from .reconstruction import (BASELINES, fit_beat_repeat_scale, fixed_masks, hidden_samples, mask_key,
                              model_reconstruction, baseline_reconstructions, reconstruction_errors)
 from .splitdata import SplitData, check_held_out
-from .tasks import pool_random_seeds, task_metrics
+from .tasks import name_seed, pool_random_seeds, task_metrics
 
 FIGURE_SETTING = ("random", 0.4)   # the mask setting the reconstruction figure draws (the pretraining default)
 
@@ -56,8 +56,7 @@ def evaluate_checkpoint(cfg: EvalConfig, checkpoint: Path, windows_dir: Path, sp
                                             cfg.seed, cfg.scale_fit_windows, cfg.batch_size) for k, r in settings}
     metrics = {"checkpoint": {"epoch": int(ckpt["epoch"]) + 1, "file": Path(checkpoint).name}}
     features = probe_features(cfg, model.encoder, mcfg, [train] + evals, device, progress, channels)
-    tasks = task_metrics(cfg, features, train, evals, lambda name: derive_seed(
-        cfg.seed, BOOTSTRAP, 1, sorted(cfg.tasks).index(name)), POOLS)
+    tasks = task_metrics(cfg, features, train, evals, lambda name: name_seed(cfg.seed, BOOTSTRAP, name), POOLS)
     figure, fits = None, {}
     for ev in evals:
         rec, fig = reconstruction_metrics(cfg, model, ev, scales, channels, device, progress)

@@ -44,10 +44,13 @@ def keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     return (lanes < k - (LANES >> 1)).to(x.dtype) * (LANES / k)
 
 
-def use_fast_dropout(module: nn.Module) -> nn.Module:
-    """Replace each plain ``nn.Dropout`` inside ``module`` by :class:`Dropout16` with the same ``p``."""
+def use_fast_dropout(module: nn.Module, fast: bool = True) -> nn.Module:
+    """Replace each plain ``nn.Dropout`` inside ``module`` by :class:`Dropout16` with the same ``p``;
+    with ``fast=False``, put each :class:`Dropout16` back to torch's ``nn.Dropout`` (benchmarks compare the two)."""
     for parent in module.modules():
         for name, child in parent.named_children():
-            if type(child) is nn.Dropout:
+            if fast and type(child) is nn.Dropout:
                 setattr(parent, name, Dropout16(child.p, inplace=False))
+            elif not fast and isinstance(child, Dropout16):
+                setattr(parent, name, nn.Dropout(child.p))
     return module
