@@ -129,3 +129,18 @@ def test_ridge_predict_names_a_column_mismatch():
     assert ridge_predict(fit, np.zeros((3, 5))).shape == (3,)
     with pytest.raises(ValueError, match="5 columns, eval features 4"):
         ridge_predict(fit, np.zeros((3, 4)))
+
+
+@pytest.mark.parametrize("n", [40, 400])                      # the SVD (n < d) and Gram (n >= d) routes
+def test_an_infinite_alpha_is_the_intercept_only_model_and_an_unrelated_label_picks_it(n):
+    rng = np.random.default_rng(5)
+    X, g = rng.normal(size=(n, 60)), np.repeat(np.arange(n // 4), 4)
+    y = 50 + rng.normal(0, 5, n)                                # carries nothing of X
+    coef, b = ridge_path(X, y, [1.0, np.inf])
+    assert np.all(coef[1] == 0) and b[1] == pytest.approx(y.mean()) and np.any(coef[0] != 0)
+    fit = ridge_fit(X, y, g, [1e-2, 1.0, 1e2, np.inf], 5)
+    assert fit["alpha"] == np.inf and np.all(ridge_predict(fit, rng.normal(size=(7, 60))) == pytest.approx(y.mean()))
+    r2 = bs.estimate(bs.r2(y[:20], ridge_predict(fit, X[:20]), y.mean()), g[:20], 300, 0, 0.95)
+    assert r2["value"] == pytest.approx(0, abs=1e-12) and r2["ci_low"] <= 0 <= r2["ci_high"]
+    planted = X[:, 0] * 3 + rng.normal(0, 0.5, n)               # a carried label keeps a finite alpha
+    assert np.isfinite(ridge_fit(X, planted, g, [1e-2, 1.0, 1e2, np.inf], 5)["alpha"])

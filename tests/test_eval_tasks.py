@@ -113,3 +113,15 @@ def test_a_task_entry_is_checked(params):
     bad = {"hypotension": {"label": "label_map", "level": "window", "kind": "binary", "rule": {"under": 65.0}}}
     with pytest.raises(ConfigError, match=r"evaluate\.tasks\.hypotension\.rule"):
         eval_config({**params, "evaluate": dict(params["evaluate"], tasks=bad)})
+
+
+def test_an_infinite_alpha_is_the_prior_for_a_classifier_and_is_recorded_as_inf(cfg):
+    from vitalssl.eval.probes import alpha_record
+    from vitalssl.eval.tasks import logistic_probe
+    (Xtr, gtr, r1), (Xte, _, _) = _planted(6), _planted(7)
+    ytr = r1.integers(0, 2, len(Xtr)) * 1.0
+    fit = logistic_probe(Xtr, ytr, gtr, [Xte], np.array([np.inf]), 3)
+    p = ytr.mean()
+    assert np.all(fit["scores"][0] == pytest.approx(np.log(p / (1 - p)))) and np.all(fit["coef"] == 0)
+    assert auroc(np.r_[0, 1, 0, 1.0], fit["scores"][0][:4])(np.ones((1, 4)))[0] == 0.5   # ties: chance exactly
+    assert alpha_record(np.inf) == "inf" and alpha_record(10.0) == 10.0

@@ -15,6 +15,7 @@ from vitalssl.config import ConfigError
 from vitalssl.entry.evaluate_stage import eval_config
 from vitalssl.entry.label_efficiency_stage import label_efficiency_config, run_label_efficiency
 from vitalssl.eval.labelefficiency import METHODS, Network, fraction_key, nested_subjects, per_unit
+from vitalssl.eval.probes import alpha_record
 from vitalssl.eval.splitdata import SplitData
 from vitalssl.eval.tasks import auroc
 from vitalssl.ssl.checkpoint import make_checkpoint, save_atomic
@@ -175,7 +176,7 @@ def test_the_stage_writes_every_task_fraction_and_method_and_the_plots(stage_inp
     assert hr["100pct"]["finetune"]["steps"] <= 4
     assert m["budget"] == {"max_steps": 4, "eval_every": 2, "patience": 3, "batch_size": 16,
                            "finetune_from_probe": True, "lr_finetune": 1e-4, "lr_scratch": 1e-3}
-    assert hr["100pct"]["finetune"]["head_alpha"] in cfg.probe_alphas and "head_alpha" not in hr["100pct"]["scratch"]
+    assert hr["100pct"]["finetune"]["head_alpha"] in [alpha_record(a) for a in cfg.probe_alphas] and "head_alpha" not in hr["100pct"]["scratch"]
     assert m["tasks"]["fast"]["metric"] == "auroc"
     assert m["tasks"]["age"]["100pct"]["finetune"]["mae"]["value"] > 0
     rows = pd.read_csv(out / "le" / "hr.csv")

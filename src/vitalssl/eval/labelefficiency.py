@@ -41,7 +41,7 @@ from ..seeding import LABEL_SUBJECTS, LABEL_TRAIN, derive_seed
 from ..ssl.finetune import FineTuneModel, set_trainable
 from ..ssl.model import ttm_encoder
 from .splitdata import SplitData
-from .probes import ridge_fit
+from .probes import alpha_record, ridge_fit
 from .tasks import Rows, logistic_probe, name_seed, label_values, per_subject, score_predictions, score_task, skip_reason, task_rows
 
 METHODS = ("frozen_linear", "finetune", "scratch", "beat_linear")
@@ -91,7 +91,7 @@ class Network:
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=lcfg.weight_decay)
         self.mu, self.sd = 0.0, 1.0
 
-    def head_from_probe(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas, folds: int) -> float:
+    def head_from_probe(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray, alphas, folds: int) -> float | str:
         """Set the head's linear layer to the probe fitted on the head's own input for the rows ``X`` (the
         encoder's channel-pooled features; the head's layer norm, at its initial identity affine, applied
         first); returns the probe's penalty. Regression targets are standardised as :meth:`fit` does."""
@@ -110,7 +110,7 @@ class Network:
         with torch.no_grad():
             linear.weight.copy_(torch.as_tensor(weight, dtype=linear.weight.dtype))
             linear.bias.copy_(torch.as_tensor(np.asarray(bias), dtype=linear.bias.dtype))
-        return float(fit["alpha"])
+        return alpha_record(fit["alpha"])
 
     def _standardise_on(self, y: np.ndarray) -> None:
         if self.kind == "regression":

@@ -20,7 +20,7 @@ from . import bootstrap as bs
 from .config import EvalConfig
 from .beatfeatures import split_beat_features
 from .features import hand_features
-from .probes import ridge_fit, ridge_predict
+from .probes import alpha_record, ridge_fit, ridge_predict
 from .reconstruction import (BASELINES, fit_beat_repeat_scale, fixed_masks, hidden_samples, mask_key,
                              model_reconstruction, baseline_reconstructions, reconstruction_errors)
 from .splitdata import SplitData, check_held_out
@@ -154,7 +154,7 @@ def probe_metrics(cfg, features: dict, train: SplitData, ev: SplitData, fits: di
                                      f"{ev.name} subjects; need {cfg.probe_folds} and 2"}
             continue
         y_tr, y_te, g_te = y_tr_all[tr], ev.labels[label][te], ev.groups[te]
-        seed = derive_seed(cfg.seed, BOOTSTRAP, 0, sorted(train.labels).index(label) + 2)
+        seed = name_seed(cfg.seed, BOOTSTRAP, f"probe {label}")   # by name, as the tasks' seeds
         res = {"n_train": int(tr.sum()), "n_eval": int(te.sum())}
         for name, f in features.items():
             if (label, name) not in fits:
@@ -164,7 +164,7 @@ def probe_metrics(cfg, features: dict, train: SplitData, ev: SplitData, fits: di
             pred = ridge_predict(fit, f[ev.name][te])
             res[name] = {"mae": bs.estimate(bs.mae(y_te, pred), g_te, cfg.n_bootstrap, seed, cfg.ci),
                          "r2": bs.estimate(bs.r2(y_te, pred, y_tr.mean()), g_te, cfg.n_bootstrap, seed, cfg.ci),
-                         "alpha": fit["alpha"]}
+                         "alpha": alpha_record(fit["alpha"])}
         pool_random_seeds(res, cfg.random_encoder_seeds, POOLS)
         out[label] = res
     return out

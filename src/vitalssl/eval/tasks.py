@@ -18,7 +18,7 @@ import pandas as pd
 
 from ..seeding import derive_seed
 from . import bootstrap as bs
-from .probes import Standardiser, group_folds, ridge_fit, ridge_predict
+from .probes import Standardiser, alpha_record, group_folds, ridge_fit, ridge_predict
 from .splitdata import LABEL_PREFIX, SplitData
 
 
@@ -146,7 +146,8 @@ def auprc(y: np.ndarray, score: np.ndarray):
 # --------------------------------------------------------------------------- probes
 
 def logistic_probe(X_tr, y_tr, g_tr, X_evals: list, alphas, folds: int) -> dict:
-    """L2 logistic regression (``C = 1 / alpha``) on standardised features, alpha by grouped-CV log loss on train:
+    """L2 logistic regression (``C = 1 / alpha``; an infinite alpha is the intercept-only model, the train
+    prevalence) on standardised features, alpha by grouped-CV log loss on train:
     ``{"scores"`` (the decision function of each ``X_evals``), ``"alpha", "standardiser", "coef", "intercept"}``
     (``coef``, ``intercept`` act on standardised features).
 
@@ -157,21 +158,23 @@ def logistic_probe(X_tr, y_tr, g_tr, X_evals: list, alphas, folds: int) -> dict:
 
     def fit(X, y, a):
         st = Standardiser(X)
-        return st, LogisticRegression(C=1.0 / a, max_iter=2000).fit(st(X), y)
+        if not np.isfinite(a) or len(np.unique(y)) < 2:   # the intercept-only model, or one class: the prior
+            return st, None, float(np.log(np.clip(y.mean(), 1e-12, 1 - 1e-12) / np.clip(1 - y.mean(), 1e-12, 1)))
+        return st, LogisticRegression(C=1.0 / a, max_iter=2000).fit(st(X), y), None
 
     fold = group_folds(g_tr, folds)
     loss = np.zeros(len(alphas))
     for f in range(folds):
         tr, te = fold != f, fold == f
         for i, a in enumerate(alphas):
-            if len(np.unique(y_tr[tr])) < 2:       # a fold's fit part of one class: its prior is all it knows
-                p = np.full(te.sum(), y_tr[tr].mean())
-            else:
-                st, m = fit(X_tr[tr], y_tr[tr], a)
-                p = m.predict_proba(st(X_tr[te]))[:, 1]
+            st, m, prior = fit(X_tr[tr], y_tr[tr], a)
+            p = np.full(te.sum(), y_tr[tr].mean()) if m is None else m.predict_proba(st(X_tr[te]))[:, 1]
             loss[i] += log_loss(y_tr[te], np.clip(p, 1e-12, 1 - 1e-12), labels=[0, 1]) * te.sum()
     alpha = float(alphas[int(np.argmin(loss))])
-    st, m = fit(X_tr, y_tr, alpha)
+    st, m, prior = fit(X_tr, y_tr, alpha)
+    if m is None:
+        return {"scores": [np.full(len(X), prior) for X in X_evals], "alpha": alpha, "standardiser": st,
+                "coef": np.zeros(X_tr.shape[1]), "intercept": prior}
     return {"scores": [m.decision_function(st(X)) for X in X_evals], "alpha": alpha, "standardiser": st,
             "coef": m.coef_[0], "intercept": float(m.intercept_[0])}
 
@@ -201,7 +204,7 @@ def score_task(task: dict, train: Rows, evals: dict, cfg, seed: int) -> dict:
         for s, p in zip(evals, preds):
             r = evals[s]
             out[s][name] = {**score_predictions(task["kind"], r.y, p, r.groups, cfg, seed, train.y.mean()),
-                            "alpha": alpha}
+                            "alpha": alpha_record(alpha)}
     return out
 
 
