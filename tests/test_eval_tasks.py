@@ -125,3 +125,12 @@ def test_an_infinite_alpha_is_the_prior_for_a_classifier_and_is_recorded_as_inf(
     assert np.all(fit["scores"][0] == pytest.approx(np.log(p / (1 - p)))) and np.all(fit["coef"] == 0)
     assert auroc(np.r_[0, 1, 0, 1.0], fit["scores"][0][:4])(np.ones((1, 4)))[0] == 0.5   # ties: chance exactly
     assert alpha_record(np.inf) == "inf" and alpha_record(10.0) == 10.0
+
+
+def test_a_text_column_for_a_numeric_task_names_the_task_and_column(params):
+    tasks = {"sex_reg": {"label": "sex", "level": "case", "kind": "regression"}}
+    cfg = eval_config({**params, "evaluate": dict(params["evaluate"], n_bootstrap=200, probe_folds=3, tasks=tasks)})
+    X, g, _ = _planted(8, n_subj=6, per=2)
+    tr = split("train", g, columns={"sex": np.array(["M", "F"] * 6, object)})
+    with pytest.raises(ValueError, match=r"evaluate\.tasks\.sex_reg: column 'sex' of the train windows is not numeric"):
+        task_metrics(cfg, {"f": {"train": X}}, tr, [], lambda n: 0)

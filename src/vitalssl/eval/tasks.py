@@ -46,16 +46,24 @@ def label_values(sp: SplitData, task: dict) -> np.ndarray | None:
     else:
         return None
     if task["kind"] == "regression":
-        return pd.to_numeric(pd.Series(raw), errors="raise").to_numpy(np.float64)
+        return _numeric(raw, col, sp.name, "a regression task")
     (op, v), = task["rule"].items()
     missing = pd.isna(pd.Series(raw)).to_numpy()
     if op == "equals":
         hit = np.array([str(x) == str(v) for x in raw])
     else:
-        x = pd.to_numeric(pd.Series(raw), errors="raise").to_numpy(np.float64)
+        x = _numeric(raw, col, sp.name, f"the rule {op}")
         with np.errstate(invalid="ignore"):
             hit = {"below": x < v, "above": x > v, "at_least": x >= v}[op]
     return np.where(missing, np.nan, hit.astype(np.float64))
+
+
+def _numeric(raw, col: str, split: str, what: str) -> np.ndarray:
+    try:
+        return pd.to_numeric(pd.Series(raw), errors="raise").to_numpy(np.float64)
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"column {col!r} of the {split} windows is not numeric ({e}), and {what} needs numbers: "
+                         "give a numeric column, or a binary task with the rule equals") from None
 
 
 def task_rows(sp: SplitData, task: dict, feats: dict) -> Rows | None:
@@ -235,8 +243,11 @@ def task_metrics(cfg, feats: dict, train: SplitData, evals: list, seed_of, pools
     """``{split: {task: entry}}`` for every ``cfg.tasks`` entry; a task that cannot be scored has ``skipped``."""
     out = {ev.name: {} for ev in evals}
     for name, task in cfg.tasks.items():
-        tr = task_rows(train, task, feats)
-        rows = {ev.name: task_rows(ev, task, feats) for ev in evals}
+        try:
+            tr = task_rows(train, task, feats)
+            rows = {ev.name: task_rows(ev, task, feats) for ev in evals}
+        except ValueError as e:
+            raise ValueError(f"evaluate.tasks.{name}: {e}") from None
         why = skip_reason(name, task, "train", tr, cfg, train=True) or next(
             (r for r in (skip_reason(name, task, s, rows[s], cfg, train=False) for s in rows) if r), None)
         if why:
