@@ -42,7 +42,7 @@ from ..ssl.finetune import FineTuneModel, set_trainable
 from ..ssl.model import ttm_encoder
 from .splitdata import SplitData
 from .probes import alpha_record, ridge_fit
-from .tasks import Rows, logistic_probe, name_seed, label_values, per_subject, score_predictions, score_task, skip_reason, task_rows
+from .tasks import Rows, label_values, logistic_probe, name_seed, per_subject, score_predictions, score_task, skip_reason, task_rows
 
 METHODS = ("frozen_linear", "finetune", "scratch", "beat_linear")
 LINEAR = {"frozen_linear": "pretrained_channels", "beat_linear": "beat"}

@@ -161,26 +161,28 @@ def logistic_probe(X_tr, y_tr, g_tr, X_evals: list, alphas, folds: int) -> dict:
 
     scikit-learn's solver, not a hand-written one: the field's reference implementation.
     """
+    from scipy.special import logit
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import log_loss
 
     def fit(X, y, a):
         st = Standardiser(X)
         if not np.isfinite(a) or len(np.unique(y)) < 2:   # the intercept-only model, or one class: the prior
-            return st, None, float(np.log(np.clip(y.mean(), 1e-12, 1 - 1e-12) / np.clip(1 - y.mean(), 1e-12, 1)))
-        return st, LogisticRegression(C=1.0 / a, max_iter=2000).fit(st(X), y), None
+            return st, None
+        return st, LogisticRegression(C=1.0 / a, max_iter=2000).fit(st(X), y)
 
     fold = group_folds(g_tr, folds)
     loss = np.zeros(len(alphas))
     for f in range(folds):
         tr, te = fold != f, fold == f
         for i, a in enumerate(alphas):
-            st, m, prior = fit(X_tr[tr], y_tr[tr], a)
+            st, m = fit(X_tr[tr], y_tr[tr], a)
             p = np.full(te.sum(), y_tr[tr].mean()) if m is None else m.predict_proba(st(X_tr[te]))[:, 1]
             loss[i] += log_loss(y_tr[te], np.clip(p, 1e-12, 1 - 1e-12), labels=[0, 1]) * te.sum()
     alpha = float(alphas[int(np.argmin(loss))])
-    st, m, prior = fit(X_tr, y_tr, alpha)
+    st, m = fit(X_tr, y_tr, alpha)
     if m is None:
+        prior = float(logit(np.clip(y_tr.mean(), 1e-12, 1 - 1e-12)))
         return {"scores": [np.full(len(X), prior) for X in X_evals], "alpha": alpha, "standardiser": st,
                 "coef": np.zeros(X_tr.shape[1]), "intercept": prior}
     return {"scores": [m.decision_function(st(X)) for X in X_evals], "alpha": alpha, "standardiser": st,
