@@ -300,3 +300,19 @@ def test_the_efficiency_table_quotes_the_recorded_budget_and_marks_networks_that
     del eff["budget"]
     with pytest.raises(ValueError, match="dvc repro label-efficiency"):
         efficiency_table(eff)
+
+
+def test_the_efficiency_table_of_several_draws_says_so_and_counts_the_marks():
+    from vitalssl.eval.modelcard import efficiency_table
+    cell = {"draws": 3, "subjects": [8, 8, 8], "n_train": [290, 301, 299],
+            **{m: {"mae": {"value": 7.0, "ci_low": 5.0, "ci_high": 9.0, "draws": [6.0, 7.0, 8.0]}, "steps": [30, 30, 60],
+                   "best_step": b} for m, b in (("frozen_linear", None), ("finetune", [0, 0, 30]),
+                                                ("scratch", [0, 0, 0]), ("beat_linear", None))}}
+    eff = {"fractions": [0.2], "tasks": {"map": {"metric": "mae", "20pct": cell}},
+           "budget": {"draws": 3, "max_steps": 150, "eval_every": 10, "patience": 3, "batch_size": 64,
+                      "finetune_from_probe": True}}
+    lines = efficiency_table(eff)
+    assert "the mean of 3 draws" in lines[0] and "spanning" in lines[0]
+    assert lines[-1] == "| map | MAE | 20% (8) | 7.00 [5.00, 9.00] | 7.00 [5.00, 9.00] † 2/3 | 7.00 [5.00, 9.00] † | 7.00 [5.00, 9.00] |"
+    cell["subjects"] = [7, 8, 8]
+    assert "| 20% (7-8) |" in efficiency_table(eff)[-1]

@@ -14,7 +14,7 @@ from test_evaluate_stage import write_meta
 from vitalssl.config import ConfigError
 from vitalssl.entry.evaluate_stage import eval_config
 from vitalssl.entry.label_efficiency_stage import label_efficiency_config, run_label_efficiency
-from vitalssl.eval.labelefficiency import METHODS, Network, fraction_key, nested_subjects, per_unit
+from vitalssl.eval.labelefficiency import METHODS, Network, fraction_key, nested_subjects, per_unit, pool_draws
 from vitalssl.eval.probes import alpha_record
 from vitalssl.eval.splitdata import SplitData
 from vitalssl.eval.tasks import auroc
@@ -39,6 +39,23 @@ def test_case_tasks_score_one_row_per_subject_by_the_mean_prediction():
     assert ids.tolist() == ["a", "b"] and p.tolist() == [2.0, 3.0] and y.tolist() == [7.0, 9.0]
     same = per_unit({"level": "window"}, np.arange(5.0), np.arange(5.0), g)
     assert same[0].tolist() == list(range(5)) and same[2] is g
+
+
+def _scores(v, lo, hi, steps=None):
+    out = {"mae": {"value": v, "ci_low": lo, "ci_high": hi}}
+    return out if steps is None else {**out, "steps": steps, "best_step": 0}
+
+
+def test_draws_pool_to_the_mean_the_spanning_interval_and_the_per_draw_values():
+    cells = [{"subjects": 4, "n_train": 40, **{m: _scores(2.0 + k, 1.0 + k, 3.0 + k, 10 * k) for k, m in enumerate(METHODS)}},
+             {"skipped": "too few"},
+             {"subjects": 4, "n_train": 44, **{m: _scores(4.0 + k, 0.5 + k, 5.0 + k, 20) for k, m in enumerate(METHODS)}}]
+    p = pool_draws(cells)
+    assert p["draws"] == 2 and p["subjects"] == [4, 4] and p["n_train"] == [40, 44]
+    assert p["skipped_draws"] == ["draw 1: too few"]
+    assert p["frozen_linear"]["mae"] == {"value": 3.0, "ci_low": 0.5, "ci_high": 5.0, "draws": [2.0, 4.0]}
+    assert p["finetune"]["mae"]["value"] == 4.0 and p["finetune"]["steps"] == [10, 20]
+    assert pool_draws([{"skipped": "a"}, {"skipped": "b"}]) == {"skipped": "draw 0: a; draw 1: b"}
 
 
 def _split(tmp_path, name, x, y, subjects):
@@ -174,7 +191,7 @@ def test_the_stage_writes_every_task_fraction_and_method_and_the_plots(stage_inp
         assert e["ci_low"] <= e["value"] <= e["ci_high"]
     assert hr["100pct"]["beat_linear"]["r2"]["value"] > 0.9      # the planted HR, from the R-R intervals
     assert hr["100pct"]["finetune"]["steps"] <= 4
-    assert m["budget"] == {"max_steps": 4, "eval_every": 2, "patience": 3, "batch_size": 16,
+    assert m["budget"] == {"draws": 1, "max_steps": 4, "eval_every": 2, "patience": 3, "batch_size": 16,
                            "finetune_from_probe": True, "lr_finetune": 1e-4, "lr_scratch": 1e-3}
     assert hr["100pct"]["finetune"]["head_alpha"] in [alpha_record(a) for a in cfg.probe_alphas] and "head_alpha" not in hr["100pct"]["scratch"]
     assert m["tasks"]["fast"]["metric"] == "auroc"
@@ -184,6 +201,29 @@ def test_the_stage_writes_every_task_fraction_and_method_and_the_plots(stage_inp
     assert set(rows.columns) == {"percent"} | set(METHODS) | {f"{m}_ci_{k}" for m in METHODS for k in ("low", "high")}
     assert rows.loc[1, "finetune"] == pytest.approx(hr["100pct"]["finetune"]["mae"]["value"], rel=1e-5)
     assert (out / "le.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_more_draws_keep_the_first_and_pool_the_others(stage_inputs):
+    """Draw 0 of a two-draw run is the one-draw run (same subjects, same seeds); the cell reports the mean of the
+    two, an interval spanning both, and per-draw records; another shuffle picks other subjects at 20%."""
+    root, cfg, lcfg = stage_inputs
+    lcfg = replace(lcfg, tasks=("hr",))
+    run = lambda lc, tag: run_label_efficiency(cfg, lc, root / "model", root / "windows", root / f"{tag}.json",  # noqa: E731
+                                               root / tag, root / f"{tag}.png", progress=False, log=lambda s: None)
+    one, two = run(lcfg, "one")["tasks"]["hr"], run(replace(lcfg, draws=2), "two")["tasks"]["hr"]
+    for key in ("20pct", "100pct"):
+        for m in METHODS:
+            a, b = one[key][m]["mae"], two[key][m]["mae"]
+            assert b["draws"][0] == a["value"]
+            assert b["value"] == pytest.approx(np.mean(b["draws"]))
+            assert b["ci_low"] <= min(a["ci_low"], b["value"]) and b["ci_high"] >= max(a["ci_high"], b["value"])
+        assert two[key]["draws"] == 2 and len(two[key]["finetune"]["best_step"]) == 2
+        assert two[key]["finetune"]["steps"][0] == one[key]["finetune"]["steps"]
+    assert two["100pct"]["n_train"] == [80, 80] and two["20pct"]["subjects"] == [2, 2]
+    assert two["20pct"]["n_train"][0] == one["20pct"]["n_train"]
+    assert two["20pct"]["beat_linear"]["mae"]["draws"][1] != two["20pct"]["beat_linear"]["mae"]["draws"][0]
+    rows = pd.read_csv(root / "two" / "hr.csv")
+    assert rows.loc[1, "scratch"] == pytest.approx(two["100pct"]["scratch"]["mae"]["value"], rel=1e-5)
 
 
 def test_a_fraction_too_small_for_a_binary_task_is_skipped_with_the_reason(stage_inputs):
@@ -206,6 +246,8 @@ def test_unknown_task_names_and_bad_fractions_are_refused(params, stage_inputs):
     for bad in ([0.0, 1.0], [0.5, 0.5], [1.5]):
         with pytest.raises(ConfigError, match="label_efficiency.fractions"):
             label_efficiency_config({"label_efficiency": dict(params["label_efficiency"], fractions=bad)})
+    with pytest.raises(ConfigError, match="label_efficiency.draws"):
+        label_efficiency_config({"label_efficiency": dict(params["label_efficiency"], draws=0)})
 
 
 @pytest.mark.parametrize("which", ["metrics", "figure", "plots"])

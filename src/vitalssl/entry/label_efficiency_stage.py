@@ -38,7 +38,7 @@ def stage_features(splits: dict, encoder: PretrainedEncoder, channels: tuple, ba
 
 def budget(lcfg: LabelEfficiencyConfig) -> dict:
     """What the trained networks were allowed, as the metrics file records it (the model card quotes it)."""
-    keys = ("max_steps", "eval_every", "patience", "batch_size", "finetune_from_probe", "lr_finetune", "lr_scratch")
+    keys = ("draws", "max_steps", "eval_every", "patience", "batch_size", "finetune_from_probe", "lr_finetune", "lr_scratch")
     return {k: getattr(lcfg, k) for k in keys}
 
 

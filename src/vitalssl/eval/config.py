@@ -75,6 +75,7 @@ class LabelEfficiencyConfig:
     tasks: tuple                 # names of evaluate.tasks entries
     fractions: tuple             # fractions of the train subjects, nested
     seed: int
+    draws: int                   # draws per cell: each its own subject shuffle and network seeds
     batch_size: int              # windows per step of the trained networks
     max_steps: int               # AdamW steps at most per network
     eval_every: int              # steps between val-loss checks (early stopping)
@@ -90,7 +91,7 @@ class LabelEfficiencyConfig:
         check(len(self.fractions) > 0 and all(0 < f <= 1 for f in self.fractions)
               and len(set(self.fractions)) == len(self.fractions), "label_efficiency.fractions",
               "need distinct fractions in (0, 1]")
-        for key in ("batch_size", "max_steps", "eval_every", "patience"):
+        for key in ("draws", "batch_size", "max_steps", "eval_every", "patience"):
             check(getattr(self, key) >= 1, f"label_efficiency.{key}", "must be >= 1")
         check(self.lr_finetune > 0 and self.lr_scratch > 0, "label_efficiency.lr_finetune / lr_scratch",
               "must be > 0")

@@ -27,12 +27,19 @@ stopping after ``patience`` checks without improvement). Regression targets are
 standardised on the fraction; binary tasks train a two-class cross-entropy head.
 A case-level task trains on windows labelled with their case's value and scores
 each subject by the mean of its windows' predictions. Val chooses; test reports.
+
+With ``draws`` above 1 every cell is run that many times, each draw with its own
+shuffle of the train subjects (the same for every task) and its own network
+seeds; draw 0 is the single-draw run. A cell then reports each score's mean over
+the draws, the interval spanning the draws' intervals and the per-draw values
+(:func:`pool_draws`), as the random-weights encoders of ``evaluate`` are pooled.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -40,6 +47,7 @@ import torch
 from ..seeding import LABEL_SUBJECTS, LABEL_TRAIN, derive_seed
 from ..ssl.finetune import FineTuneModel, set_trainable
 from ..ssl.model import ttm_encoder
+from .modelcard import span
 from .splitdata import SplitData
 from .probes import alpha_record, ridge_fit
 from .tasks import Rows, label_values, logistic_probe, name_seed, per_subject, score_predictions, score_task, skip_reason, task_rows
@@ -118,7 +126,7 @@ class Network:
 
     def _target(self, y: np.ndarray) -> torch.Tensor:
         t = y if self.kind == "binary" else (y - self.mu) / self.sd
-        return torch.as_tensor(t, dtype=torch.float32, device=self.device)
+        return torch.tensor(t, dtype=torch.float32, device=self.device)   # a copy: the labels may be read-only
 
     def fit(self, train: SplitData, tr: tuple, val: SplitData, va: tuple) -> dict:
         """Train on ``tr = (idx, y)`` of ``train``; keep the weights of the lowest loss on ``va`` of ``val``."""
@@ -175,8 +183,9 @@ def per_unit(task: dict, pred: np.ndarray, y: np.ndarray, groups: np.ndarray) ->
 # --------------------------------------------------------------------------- one task
 
 def task_efficiency(name: str, task: dict, cfg, lcfg, feats: dict, splits: dict, encoders: dict, mcfg,
-                    device, subjects: dict, seed_of, log=print) -> dict:
-    """``{fraction key: {methods..., subjects, n_train} or {skipped}}`` of one task, scored on test."""
+                    device, draws: list, seed_of, log=print) -> dict:
+    """``{fraction key: {methods..., subjects, n_train} or {skipped}}`` of one task, scored on test. ``draws``
+    holds one ``{fraction: subjects}`` per draw; ``seed_of(i, d)`` seeds fraction ``i`` of draw ``d``."""
     train = splits["train"]
     lin = {m: feats[f] for m, f in LINEAR.items()}
     full = task_rows(train, task, lin)   # the fraction's subjects may hold no labelled window: then it is skipped
@@ -184,26 +193,56 @@ def task_efficiency(name: str, task: dict, cfg, lcfg, feats: dict, splits: dict,
     why = next((r for r in (skip_reason(name, task, s, rows, cfg, train=False) for s, rows in held.items()) if r),
                None)
     out = {}
-    for i, (frac, subj) in enumerate(subjects.items()):
+    for i, frac in enumerate(sorted(lcfg.fractions)):
         key = fraction_key(frac)
-        rows = subset_rows(full, subj) if full is not None else None
-        # the penalty's grouped CV: as many folds as labelled subjects where those are fewer than probe_folds
-        labelled = len(np.unique(rows.groups)) if rows is not None else 0
-        fcfg = replace(cfg, probe_folds=max(min(cfg.probe_folds, labelled), 2))
-        reason = why or skip_reason(name, task, f"train_{key}", rows, fcfg, train=True)
-        if reason:
-            out[key] = {"skipped": reason}
-            log(f"label efficiency {name} {key}: skipped ({reason})")
+        cells = [{"skipped": why} if why else cell(name, task, cfg, lcfg, key, full, held, splits, d[frac], encoders,
+                                                   mcfg, seed_of(i, k), device, feats)
+                 for k, d in enumerate(draws)]
+        out[key] = entry = cells[0] if len(cells) == 1 else pool_draws(cells)
+        if "skipped" in entry:
+            log(f"label efficiency {name} {key}: skipped ({entry['skipped']})")
             continue
-        seed = seed_of(i)
-        entry = {"subjects": int(len(np.unique(rows.groups))), "n_train": int(len(rows.y))}
-        entry.update(score_task(task, rows, {"test": held["test"]}, fcfg, seed)["test"])
-        entry.update(network_scores(task, splits, subj, encoders, mcfg, fcfg, lcfg, seed, device,
-                                    feats["pretrained_channels"]["train"]))
-        out[key] = entry
-        log(f"label efficiency {name} {key} ({entry['subjects']} subjects): "
+        log(f"label efficiency {name} {key} ({span(entry['subjects'])} subjects): "
             + ", ".join(f"{m} {HEADLINE[task['kind']]} {entry[m][HEADLINE[task['kind']]]['value']:.3f}"
                         for m in METHODS))
+    return out
+
+
+def cell(name: str, task: dict, cfg, lcfg, key: str, full, held: dict, splits: dict, subj, encoders: dict, mcfg,
+         seed: int, device, feats: dict) -> dict:
+    """One draw of one fraction: the four methods trained on the subjects ``subj``, scored on test."""
+    rows = subset_rows(full, subj) if full is not None else None
+    # the penalty's grouped CV: as many folds as labelled subjects where those are fewer than probe_folds
+    labelled = len(np.unique(rows.groups)) if rows is not None else 0
+    fcfg = replace(cfg, probe_folds=max(min(cfg.probe_folds, labelled), 2))
+    reason = skip_reason(name, task, f"train_{key}", rows, fcfg, train=True)
+    if reason:
+        return {"skipped": reason}
+    entry = {"subjects": int(len(np.unique(rows.groups))), "n_train": int(len(rows.y))}
+    entry.update(score_task(task, rows, {"test": held["test"]}, fcfg, seed)["test"])
+    entry.update(network_scores(task, splits, subj, encoders, mcfg, fcfg, lcfg, seed, device,
+                                feats["pretrained_channels"]["train"]))
+    return entry
+
+
+def pool_draws(cells: list) -> dict:
+    """Several draws of one cell: each score as the mean over the scored draws, the interval spanning theirs
+    and the per-draw values (``draws``); the networks' records (steps, penalties) and ``subjects``,
+    ``n_train`` as per-draw lists; the reasons of skipped draws in ``skipped_draws``. Every draw skipped:
+    the cell is skipped, with their reasons."""
+    scored = [c for c in cells if "skipped" not in c]
+    skipped = [f"draw {k}: {c['skipped']}" for k, c in enumerate(cells) if "skipped" in c]
+    if not scored:
+        return {"skipped": "; ".join(skipped)}
+    out = {"draws": len(scored), "subjects": [c["subjects"] for c in scored], "n_train": [c["n_train"] for c in scored]}
+    if skipped:
+        out["skipped_draws"] = skipped
+    for m in METHODS:
+        runs = [c[m] for c in scored]
+        out[m] = {k: {"value": float(np.mean([r[k]["value"] for r in runs])),
+                      "ci_low": min(r[k]["ci_low"] for r in runs), "ci_high": max(r[k]["ci_high"] for r in runs),
+                      "draws": [r[k]["value"] for r in runs]}
+                  if isinstance(v, dict) else [r[k] for r in runs] for k, v in runs[0].items()}
     return out
 
 
@@ -234,17 +273,24 @@ def network_scores(task: dict, splits: dict, subj, encoders: dict, mcfg, cfg, lc
     return out
 
 
+def train_seed(seed: int, name: str, fraction: int, draw: int) -> int:
+    """The seed of one task's cell (networks, bootstrap) at the ``fraction``-th fraction in ``draw``; draw 0's
+    is a single-draw run's, so adding draws leaves the first as it was."""
+    return name_seed(seed, LABEL_TRAIN, name if draw == 0 else f"{name}#{draw}", fraction)
+
+
 def label_efficiency(cfg, lcfg, feats: dict, splits: dict, pretrained_encoder, mcfg, device, log=print) -> dict:
     """``{task: {kind, level, metric, fractions}}`` for every ``lcfg.tasks`` entry (see the module docstring)."""
     encoders = {"finetune": lambda: copy.deepcopy(pretrained_encoder),
                 "scratch": lambda: ttm_encoder(mcfg)}
-    # one shuffle of the train subjects for every task: a fraction is the same people throughout
-    subjects = nested_subjects(splits["train"].groups, lcfg.fractions, derive_seed(lcfg.seed, LABEL_SUBJECTS))
+    # one shuffle of the train subjects per draw, the same for every task: a fraction is the same people throughout
+    draws = [nested_subjects(splits["train"].groups, lcfg.fractions, derive_seed(lcfg.seed, LABEL_SUBJECTS, 0, d))
+             for d in range(lcfg.draws)]
     out = {}
     for name in lcfg.tasks:
         task = cfg.tasks[name]
-        seed_of = lambda i, name=name: name_seed(lcfg.seed, LABEL_TRAIN, name, i)  # noqa: E731
-        res = task_efficiency(name, task, cfg, lcfg, feats, splits, encoders, mcfg, device, subjects, seed_of, log)
+        res = task_efficiency(name, task, cfg, lcfg, feats, splits, encoders, mcfg, device, draws,
+                              partial(train_seed, lcfg.seed, name), log)
         out[name] = {"kind": task["kind"], "level": task["level"], "metric": HEADLINE[task["kind"]], **res}
     return out
 

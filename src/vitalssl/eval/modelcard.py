@@ -118,6 +118,20 @@ EFFICIENCY_METHODS = (("pretrained, frozen + linear", "frozen_linear"), ("pretra
                       ("same network from scratch", "scratch"), ("beat features + linear", "beat_linear"))
 
 
+def span(v) -> str:
+    """A count, or per-draw counts as one number where they agree and ``low-high`` where they do not."""
+    v = [v] if isinstance(v, int) else v
+    return f"{min(v)}" if min(v) == max(v) else f"{min(v)}-{max(v)}"
+
+
+def _at_start(best_step) -> str:
+    """† where a network's best val loss was at step 0; over draws, † k/n where k of the n were."""
+    if best_step is None or isinstance(best_step, int):
+        return " †" if best_step == 0 else ""
+    k = sum(b == 0 for b in best_step)
+    return "" if k == 0 else " †" if k == len(best_step) else f" † {k}/{len(best_step)}"
+
+
 def efficiency_table(le: dict) -> list[str]:
     """The label-efficiency table: per task and fraction of train subjects, each method's test metric."""
     if "budget" not in le:
@@ -130,7 +144,10 @@ def efficiency_table(le: dict) -> list[str]:
              f"subject-bootstrap intervals; the trained networks: {start}at most {b['max_steps']} steps of "
              f"{b['batch_size']} windows, early stopping on val loss checked every {b['eval_every']} steps "
              f"with patience {b['patience']}; † a network whose best val loss was at step 0: fine-tuned, "
-             "the head probe on the unchanged encoder; from scratch, its random weights):", "",
+             "the head probe on the unchanged encoder; from scratch, its random weights"
+             + ("; each cell one draw of the train subjects and network seeds):" if b["draws"] == 1 else
+                f"; each cell the mean of {b['draws']} draws, each its own shuffle of the train subjects and "
+                "network seeds, with the interval spanning the draws' intervals; † k/n: k of n draws):"), "",
              "| task | metric | train subjects | " + " | ".join(h for h, _ in EFFICIENCY_METHODS) + " |",
              "|---|---|---|" + "---|" * len(EFFICIENCY_METHODS)]
     for task, r in le["tasks"].items():
@@ -141,9 +158,10 @@ def efficiency_table(le: dict) -> list[str]:
                 lines.append(f"| {task} | {r['metric'].upper()} | {pct} | skipped: {e['skipped']} |"
                              + " |" * (len(EFFICIENCY_METHODS) - 1))
                 continue
-            cells = [_with_ci(e[k][r["metric"]], 2 if r["metric"] == "mae" else 3)
-                     + (" †" if e[k].get("best_step") == 0 else "") for _, k in EFFICIENCY_METHODS]
-            lines.append(f"| {task} | {r['metric'].upper()} | {pct} ({e['subjects']}) | " + " | ".join(cells) + " |")
+            cells = [_with_ci(e[k][r["metric"]], 2 if r["metric"] == "mae" else 3) + _at_start(e[k].get("best_step"))
+                     for _, k in EFFICIENCY_METHODS]
+            lines.append(f"| {task} | {r['metric'].upper()} | {pct} ({span(e['subjects'])}) | " + " | ".join(cells)
+                         + " |")
     return lines
 
 
