@@ -50,7 +50,8 @@ from ..ssl.model import ttm_encoder
 from .modelcard import span
 from .splitdata import SplitData
 from .probes import alpha_record, ridge_fit
-from .tasks import Rows, label_values, logistic_probe, name_seed, per_subject, score_predictions, score_task, skip_reason, task_rows
+from .tasks import (Rows, label_values, logistic_probe, name_seed, per_subject, pooled, score_predictions, score_task,
+                    skip_reason, task_rows)
 
 METHODS = ("frozen_linear", "finetune", "scratch", "beat_linear")
 LINEAR = {"frozen_linear": "pretrained_channels", "beat_linear": "beat"}
@@ -239,9 +240,7 @@ def pool_draws(cells: list) -> dict:
         out["skipped_draws"] = skipped
     for m in METHODS:
         runs = [c[m] for c in scored]
-        out[m] = {k: {"value": float(np.mean([r[k]["value"] for r in runs])),
-                      "ci_low": min(r[k]["ci_low"] for r in runs), "ci_high": max(r[k]["ci_high"] for r in runs),
-                      "draws": [r[k]["value"] for r in runs]}
+        out[m] = {k: {**pooled([r[k] for r in runs]), "draws": [r[k]["value"] for r in runs]}
                   if isinstance(v, dict) else [r[k] for r in runs] for k, v in runs[0].items()}
     return out
 

@@ -218,6 +218,12 @@ def score_task(task: dict, train: Rows, evals: dict, cfg, seed: int) -> dict:
     return out
 
 
+def pooled(scores: list) -> dict:
+    """One score of several runs (seeds, draws): the mean value and the interval spanning every run's."""
+    return {"value": float(np.mean([s["value"] for s in scores])), "ci_low": min(s["ci_low"] for s in scores),
+            "ci_high": max(s["ci_high"] for s in scores)}
+
+
 def pool_random_seeds(res: dict, n_seeds: int, pools) -> None:
     """Random-weights encoders summarised over seeds: the mean value, the interval spanning all seeds'."""
     for pool in pools:
@@ -225,9 +231,7 @@ def pool_random_seeds(res: dict, n_seeds: int, pools) -> None:
         if not seeds:
             continue
         scores = [k for k, v in seeds[0].items() if isinstance(v, dict)]
-        res[f"random_{pool}"] = {m: {"value": float(np.mean([s[m]["value"] for s in seeds])),
-                                     "ci_low": min(s[m]["ci_low"] for s in seeds),
-                                     "ci_high": max(s[m]["ci_high"] for s in seeds)} for m in scores}
+        res[f"random_{pool}"] = {m: pooled([s[m] for s in seeds]) for m in scores}
         res[f"random_{pool}"]["seeds"] = len(seeds)
 
 
