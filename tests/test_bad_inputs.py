@@ -501,6 +501,7 @@ def _(env):
     ({"mask_ratio": "abc"}, ["`mask_ratio`", "'abc'"]),
     ({"lr": "5e-4"}, ["`lr`", "write 5.0e-4"]),
     ({"amp": "yes"}, ["`amp`", "true or false"]),
+    ({"mask_type": True}, ["`mask_type`", "expected a string, got True", "quote the text"]),
     ({"mask_type": "foo"}, ["mask_type", "'foo'"]),
     ({"mask_ration": 0.5}, ["mask_ration"]),
 ], ids=lambda v: json.dumps(v) if isinstance(v, dict) else None)

@@ -7,7 +7,8 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from vitalssl.config import ConfigError
 from vitalssl.entry.evaluate_stage import eval_config
 from vitalssl.eval.splitdata import SplitData
-from vitalssl.eval.tasks import Rows, auprc, auroc, label_values, name_seed, score_task, task_metrics, task_rows
+from vitalssl.eval.tasks import Rows, auprc, auroc, label_values, score_task, task_metrics, task_rows
+from vitalssl.seeding import name_seed
 
 
 @pytest.fixture
@@ -113,6 +114,22 @@ def test_a_task_entry_is_checked(params):
     bad = {"hypotension": {"label": "label_map", "level": "window", "kind": "binary", "rule": {"under": 65.0}}}
     with pytest.raises(ConfigError, match=r"evaluate\.tasks\.hypotension\.rule"):
         eval_config({**params, "evaluate": dict(params["evaluate"], tasks=bad)})
+
+
+@pytest.mark.parametrize("entry, where", [("{label: smoker, level: case, kind: binary, rule: {equals: yes}}",
+                                           r"evaluate\.tasks\.smoker\.rule\.equals`: must be a text or a number, got True"),
+                                          ("{label: on, level: case, kind: regression}",
+                                           r"evaluate\.tasks\.smoker\.label`: must be a column name, got True")])
+def test_a_bare_yaml_boolean_in_a_task_is_refused_with_the_fix(params, tmp_path, entry, where):
+    """YAML 1.1 reads a bare yes/on as true: the text a column holds is never matched, so it is refused."""
+    from vitalssl.entry.params import load_yaml
+    (tmp_path / "t.yaml").write_text(f"smoker: {entry}\n")
+    tasks = load_yaml(tmp_path / "t.yaml", "tasks")
+    with pytest.raises(ConfigError, match=where + ".*quote"):
+        eval_config({**params, "evaluate": dict(params["evaluate"], tasks=tasks)})
+    quoted = entry.replace(" yes", " 'yes'").replace(" on,", " 'on',")
+    (tmp_path / "t.yaml").write_text(f"smoker: {quoted}\n")
+    eval_config({**params, "evaluate": dict(params["evaluate"], tasks=load_yaml(tmp_path / "t.yaml", "tasks"))})
 
 
 def test_an_infinite_alpha_is_the_prior_for_a_classifier_and_is_recorded_as_inf(cfg):

@@ -56,6 +56,8 @@ def test_draws_pool_to_the_mean_the_spanning_interval_and_the_per_draw_values():
     assert p["frozen_linear"]["mae"] == {"value": 3.0, "ci_low": 0.5, "ci_high": 5.0, "draws": [2.0, 4.0]}
     assert p["finetune"]["mae"]["value"] == 4.0 and p["finetune"]["steps"] == [10, 20]
     assert pool_draws([{"skipped": "a"}, {"skipped": "b"}]) == {"skipped": "draw 0: a; draw 1: b"}
+    # a reason shared by several draws is said once, with the draws it stopped
+    assert pool_draws([{"skipped": "a"}, {"skipped": "b"}, {"skipped": "a"}]) == {"skipped": "draws 0, 2: a; draw 1: b"}
 
 
 def _split(tmp_path, name, x, y, subjects):

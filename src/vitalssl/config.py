@@ -101,6 +101,8 @@ def check_type(value, hint, name: str):
                 mant, _, exp = value.lower().partition("e")
                 hint_text = (f"; YAML reads {value} as a string because it has no dot: write "
                              f"{mant}.0e{exp}")
+            if hint is str and isinstance(value, bool):
+                hint_text = "; YAML reads a bare yes, no, on, off, true or false as a boolean: quote the text"
             raise ConfigError(f"invalid param `{name}`: expected {_TYPE_NAMES[hint]}, got {_shown(value)}"
                               f"{hint_text}")
         return value

@@ -57,7 +57,9 @@ def check_task(name: str, t) -> None:
     check(isinstance(t, dict), where, "must be a mapping of label, level, kind (and rule for binary)")
     allowed = {"label", "level", "kind"} | ({"rule"} if t.get("kind") == "binary" else set())
     check(set(t) == allowed, where, f"needs exactly the keys {', '.join(sorted(allowed))}, got {', '.join(map(str, t))}")
-    check(isinstance(t["label"], str) and t["label"] != "", f"{where}.label", "must be a column name")
+    check(isinstance(t["label"], str) and t["label"] != "", f"{where}.label", f"must be a column name, got "
+          f"{t['label']!r}" + (" (YAML reads a bare yes, no, on, off, true or false as a boolean: quote it)"
+                               if isinstance(t["label"], bool) else ""))
     check(t["level"] in ("window", "case"), f"{where}.level", "must be window or case")
     check(t["kind"] in ("regression", "binary"), f"{where}.kind", "must be regression or binary")
     if t["kind"] == "binary":
@@ -67,6 +69,9 @@ def check_task(name: str, t) -> None:
         k, v = next(iter(r.items()))
         check(k == "equals" or (isinstance(v, (int, float)) and not isinstance(v, bool)), f"{where}.rule.{k}",
               "must be a number")
+        check(not isinstance(v, bool) and isinstance(v, (str, int, float)), f"{where}.rule.{k}",
+              f"must be a text or a number, got {v!r}: YAML reads a bare yes, no, on, off, true or false as a "
+              "boolean; quote the text the column holds")
 
 
 @dataclass(frozen=True)

@@ -44,14 +44,14 @@ from functools import partial
 import numpy as np
 import torch
 
-from ..seeding import LABEL_SUBJECTS, LABEL_TRAIN, derive_seed
+from ..seeding import LABEL_SUBJECTS, LABEL_TRAIN, derive_seed, name_seed
 from ..ssl.finetune import FineTuneModel, set_trainable
 from ..ssl.model import ttm_encoder
 from .modelcard import span
 from .splitdata import SplitData
 from .probes import alpha_record, ridge_fit
-from .tasks import (Rows, label_values, logistic_probe, name_seed, per_subject, pooled, score_predictions, score_task,
-                    skip_reason, task_rows)
+from .tasks import (Rows, label_values, logistic_probe, per_subject, pooled, score_predictions, score_task, skip_reason,
+                    task_rows)
 
 METHODS = ("frozen_linear", "finetune", "scratch", "beat_linear")
 LINEAR = {"frozen_linear": "pretrained_channels", "beat_linear": "beat"}
@@ -219,7 +219,7 @@ def cell(name: str, task: dict, cfg, lcfg, key: str, full, held: dict, splits: d
     reason = skip_reason(name, task, f"train_{key}", rows, fcfg, train=True)
     if reason:
         return {"skipped": reason}
-    entry = {"subjects": int(len(np.unique(rows.groups))), "n_train": int(len(rows.y))}
+    entry = {"subjects": int(labelled), "n_train": int(len(rows.y))}
     entry.update(score_task(task, rows, {"test": held["test"]}, fcfg, seed)["test"])
     entry.update(network_scores(task, splits, subj, encoders, mcfg, fcfg, lcfg, seed, device,
                                 feats["pretrained_channels"]["train"]))
@@ -232,7 +232,7 @@ def pool_draws(cells: list) -> dict:
     ``n_train`` as per-draw lists; the reasons of skipped draws in ``skipped_draws``. Every draw skipped:
     the cell is skipped, with their reasons."""
     scored = [c for c in cells if "skipped" not in c]
-    skipped = [f"draw {k}: {c['skipped']}" for k, c in enumerate(cells) if "skipped" in c]
+    skipped = skip_reasons(cells)
     if not scored:
         return {"skipped": "; ".join(skipped)}
     out = {"draws": len(scored), "subjects": [c["subjects"] for c in scored], "n_train": [c["n_train"] for c in scored]}
@@ -243,6 +243,15 @@ def pool_draws(cells: list) -> dict:
         out[m] = {k: {**pooled([r[k] for r in runs]), "draws": [r[k]["value"] for r in runs]}
                   if isinstance(v, dict) else [r[k] for r in runs] for k, v in runs[0].items()}
     return out
+
+
+def skip_reasons(cells: list) -> list:
+    """The skipped draws' reasons, each reason once with the draws it stopped: ``["draws 0, 2: too few"]``."""
+    draws = {}
+    for k, c in enumerate(cells):
+        if "skipped" in c:
+            draws.setdefault(c["skipped"], []).append(str(k))
+    return [f"draw{'s' if len(ks) > 1 else ''} {', '.join(ks)}: {why}" for why, ks in draws.items()]
 
 
 def network_scores(task: dict, splits: dict, subj, encoders: dict, mcfg, cfg, lcfg, seed: int, device,

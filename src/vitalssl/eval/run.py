@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..seeding import BOOTSTRAP, RANDOM_ENCODER, derive_seed
+from ..seeding import BOOTSTRAP, RANDOM_ENCODER, derive_seed, name_seed
 from ..ssl.checkpoint import load_checkpoint, rebuild_model
 from ..ssl.distributed import pick_device
 from ..ssl.encoder import POOLS, PretrainedEncoder
@@ -24,7 +24,7 @@ from .probes import alpha_record, ridge_fit, ridge_predict
 from .reconstruction import (BASELINES, fit_beat_repeat_scale, fixed_masks, hidden_samples, mask_key,
                              model_reconstruction, baseline_reconstructions, reconstruction_errors)
 from .splitdata import SplitData, check_held_out
-from .tasks import name_seed, pool_random_seeds, task_metrics
+from .tasks import pool_random_seeds, task_metrics
 
 FIGURE_SETTING = ("random", 0.4)   # the mask setting the reconstruction figure draws (the pretraining default)
 

@@ -10,13 +10,11 @@ regression by MAE and R² (ridge), binary by AUROC and AUPRC (logistic regressio
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ..seeding import derive_seed
 from . import bootstrap as bs
 from .probes import Standardiser, alpha_record, group_folds, ridge_fit, ridge_predict
 from .splitdata import LABEL_PREFIX, SplitData
@@ -28,12 +26,6 @@ class Rows:
     features: dict
     y: np.ndarray
     groups: np.ndarray
-
-
-def name_seed(seed: int, stream: int, name: str, rank: int = 0) -> int:
-    """:func:`derive_seed` keyed by a task's name, not its place in a list: adding, removing or
-    reordering tasks moves no other task's draws (bootstrap replicates, training order)."""
-    return derive_seed(seed, stream, zlib.crc32(name.encode()), rank)
 
 
 def label_values(sp: SplitData, task: dict) -> np.ndarray | None:
