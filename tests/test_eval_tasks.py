@@ -151,3 +151,25 @@ def test_a_text_column_for_a_numeric_task_names_the_task_and_column(params):
     tr = split("train", g, columns={"sex": np.array(["M", "F"] * 6, object)})
     with pytest.raises(ValueError, match=r"evaluate\.tasks\.sex_reg: column 'sex' of the train windows is not numeric"):
         task_metrics(cfg, {"f": {"train": X}}, tr, [], lambda n: 0)
+
+
+@pytest.mark.parametrize("separable", [True, False])
+def test_a_case_level_binary_task_scores_one_row_per_subject(params, separable):
+    # the default icu task (icu_days > 0) on a split with enough subjects: pooled per subject, scored per subject
+    tasks = {"icu": params["evaluate"]["tasks"]["icu"]}
+    cfg = eval_config({**params, "evaluate": dict(params["evaluate"], n_bootstrap=300, probe_folds=3, tasks=tasks)})
+    out = {}
+    for name, seed in (("train", 5), ("val", 6)):
+        X, g, rng = _planted(seed, n_subj=40, per=6)
+        level = np.repeat(rng.normal(size=40), 6)                 # one value per subject, on every window
+        X[:, 0] += 3 * level
+        icu = level > 0 if separable else np.repeat(rng.random(40) < 0.5, 6)
+        out[name] = (split(name, np.char.add(name, g), columns={"icu_days": np.where(icu, 3.0, 0.0)}), X)
+    feats = {"f": {k: x for k, (_, x) in out.items()}}
+    m = task_metrics(cfg, feats, out["train"][0], [out["val"][0]], lambda name: 0)["val"]["icu"]
+    assert m["n"] == 40 and m["subjects"] == 40                 # one row per subject, not per window
+    a = m["f"]["auroc"]
+    if separable:
+        assert a["value"] > 0.95 and a["ci_low"] > 0.85
+    else:
+        assert a["ci_low"] < 0.5 < a["ci_high"]
