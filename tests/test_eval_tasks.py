@@ -173,3 +173,14 @@ def test_a_case_level_binary_task_scores_one_row_per_subject(params, separable):
         assert a["value"] > 0.95 and a["ci_low"] > 0.85
     else:
         assert a["ci_low"] < 0.5 < a["ci_high"]
+
+
+def test_a_case_level_binary_task_too_rare_says_how_many_subjects_it_needs(params):
+    tasks = {"icu": params["evaluate"]["tasks"]["icu"]}
+    cfg = eval_config({**params, "evaluate": dict(params["evaluate"], n_bootstrap=100, probe_folds=3, tasks=tasks)})
+    X, g, _ = _planted(7, n_subj=20, per=3)
+    icu = np.repeat(np.arange(20) < 4, 3)                       # 4 subjects admitted
+    tr = split("train", g, columns={"icu_days": np.where(icu, 2.0, 0.0)})
+    ev = split("val", np.char.add("v", g), columns={"icu_days": np.where(icu, 2.0, 0.0)})
+    m = task_metrics(cfg, {"f": {"train": X, "val": X}}, tr, [ev], lambda name: 0)["val"]
+    assert m["icu"] == {"skipped": "icu: 4 positive subjects in train; need at least 10"}

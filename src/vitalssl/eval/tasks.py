@@ -92,7 +92,6 @@ def skip_reason(name: str, task: dict, split: str, rows: Rows | None, cfg, train
     """Why ``split`` cannot score (or, for train, fit) the task, or None when it can."""
     if rows is None:
         return f"{name}: column {task['label']!r} is not in the {split} window metadata"
-    unit = "windows" if task["level"] == "window" else "subjects"
     n_subj = len(np.unique(rows.groups))
     need_subj = cfg.probe_folds if train else 2
     if n_subj < need_subj:
@@ -102,8 +101,11 @@ def skip_reason(name: str, task: dict, split: str, rows: Rows | None, cfg, train
             hit = rows.y == cls
             k, s = int(hit.sum()), len(np.unique(rows.groups[hit]))
             if k < cfg.min_positives or s < cfg.min_positive_subjects:
-                return (f"{name}: {k} {word} {unit} in {s} {split} subjects; need at least {cfg.min_positives} "
-                        f"{word} {unit} in at least {cfg.min_positive_subjects} subjects")
+                if task["level"] == "case":          # one row per subject: the units are the subjects
+                    need = max(cfg.min_positives, cfg.min_positive_subjects)
+                    return f"{name}: {k} {word} subjects in {split}; need at least {need}"
+                return (f"{name}: {k} {word} windows in {s} {split} subjects; need at least {cfg.min_positives} "
+                        f"{word} windows in at least {cfg.min_positive_subjects} subjects")
     return None
 
 
