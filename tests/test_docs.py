@@ -316,3 +316,5 @@ def test_the_efficiency_table_of_several_draws_says_so_and_counts_the_marks():
     assert lines[-1] == "| map | MAE | 20% (8) | 7.00 [5.00, 9.00] | 7.00 [5.00, 9.00] † 2/3 | 7.00 [5.00, 9.00] † | 7.00 [5.00, 9.00] |"
     cell["subjects"] = [7, 8, 8]
     assert "| 20% (7-8) |" in efficiency_table(eff)[-1]
+    cell["draws"] = 2                                        # one draw skipped: the row says how many are pooled
+    assert "| 20% (7-8; 2 of 3 draws) |" in efficiency_table(eff)[-1]

@@ -40,6 +40,11 @@ def test_rules_make_binary_labels_and_keep_missing():
     np.testing.assert_array_equal(got, [1.0, 0.0, np.nan, 1.0])
     got = label_values(sp, {"label": "asa", "level": "case", "kind": "binary", "rule": {"at_least": 3}})
     np.testing.assert_array_equal(got, [0.0, 1.0, 1.0, np.nan])
+    # a number matches by value (the column is read as float where it has a blank), a text by its text
+    got = label_values(sp, {"label": "asa", "level": "case", "kind": "binary", "rule": {"equals": 3}})
+    np.testing.assert_array_equal(got, [0.0, 1.0, 0.0, np.nan])
+    got = label_values(sp, {"label": "asa", "level": "case", "kind": "binary", "rule": {"equals": "3"}})
+    np.testing.assert_array_equal(got, [0.0, 0.0, 0.0, np.nan])
     assert label_values(sp, {"label": "label_sbp", "level": "window", "kind": "regression"}) is None
 
 
@@ -184,3 +189,39 @@ def test_a_case_level_binary_task_too_rare_says_how_many_subjects_it_needs(param
     ev = split("val", np.char.add("v", g), columns={"icu_days": np.where(icu, 2.0, 0.0)})
     m = task_metrics(cfg, {"f": {"train": X, "val": X}}, tr, [ev], lambda name: 0)["val"]
     assert m["icu"] == {"skipped": "icu: 4 positive subjects in train; need at least 10"}
+    # the larger of the two thresholds rules a case task; the negative class is held to it too
+    cfg = eval_config({**params, "evaluate": dict(params["evaluate"], n_bootstrap=100, probe_folds=3, tasks=tasks,
+                                                  min_positives=3, min_positive_subjects=5)})
+    m = task_metrics(cfg, {"f": {"train": X, "val": X}}, tr, [ev], lambda name: 0)["val"]
+    assert m["icu"] == {"skipped": "icu: 4 positive subjects in train; need at least 5"}
+    every = split("train", g, columns={"icu_days": np.full(len(g), 2.0)})
+    m = task_metrics(cfg, {"f": {"train": X, "val": X}}, every, [ev], lambda name: 0)["val"]
+    assert m["icu"] == {"skipped": "icu: 0 negative subjects in train; need at least 5"}
+
+
+def test_a_window_task_with_its_positives_in_one_subject_is_skipped(params):
+    tasks = {"hypotension": params["evaluate"]["tasks"]["hypotension"]}
+    cfg = eval_config({**params, "evaluate": dict(params["evaluate"], n_bootstrap=100, probe_folds=3, tasks=tasks,
+                                                  min_positives=5)})
+    X, g, rng = _planted(8, n_subj=12, per=8)
+    two = 80 + rng.random(len(g))
+    two[:12] = 55.0                                             # 12 hypotensive windows: all 8 of s0, 4 of s1
+    one = two.copy()
+    one[8:12] = 80.0                                            # 8, all in s0
+    ev = split("val", np.char.add("v", g), {"map": two})
+    feats = {"f": {"train": X, "val": X}}
+    m = task_metrics(cfg, feats, split("train", g, {"map": two}), [ev], lambda n: 0)["val"]["hypotension"]
+    assert m["n"] == len(g) and "auroc" in m["f"]
+    m = task_metrics(cfg, feats, split("train", g, {"map": one}), [ev], lambda n: 0)["val"]["hypotension"]
+    assert m == {"skipped": "hypotension: 8 positive windows in 1 train subjects; need at least 5 positive windows in "
+                            "at least 2 subjects"}
+
+
+@pytest.mark.parametrize("value, hint", [("'65'", r"got '65' \(YAML reads 5e-1 as text"), ("5e-1", r"got '5e-1'"),
+                                         ("on", r"got True \(YAML reads a bare yes")])
+def test_a_numeric_rule_given_as_text_or_boolean_is_refused_with_its_value(params, tmp_path, value, hint):
+    from vitalssl.entry.params import load_yaml
+    (tmp_path / "t.yaml").write_text(f"low: {{label: label_map, level: window, kind: binary, rule: {{below: {value}}}}}\n")
+    tasks = load_yaml(tmp_path / "t.yaml", "tasks")
+    with pytest.raises(ConfigError, match=r"evaluate\.tasks\.low\.rule\.below`: must be a number, " + hint):
+        eval_config({**params, "evaluate": dict(params["evaluate"], tasks=tasks)})

@@ -67,11 +67,14 @@ def check_task(name: str, t) -> None:
         check(isinstance(r, dict) and len(r) == 1 and next(iter(r)) in RULES, f"{where}.rule",
               f"must be one of {', '.join(f'{k}: <value>' for k in RULES)}")
         k, v = next(iter(r.items()))
+        bool_hint = (": YAML reads a bare yes, no, on, off, true or false as a boolean; quote the text the "
+                     "column holds ('yes', or 'True' for a column of True/False)" if isinstance(v, bool) else "")
         check(k == "equals" or (isinstance(v, (int, float)) and not isinstance(v, bool)), f"{where}.rule.{k}",
-              "must be a number")
+              f"must be a number, got {v!r}" + (" (YAML reads a bare yes, no, on, off, true or false as a boolean)"
+                                                 if isinstance(v, bool) else " (YAML reads 5e-1 as text: write "
+                                                 "5.0e-1, or the number unquoted)" if isinstance(v, str) else ""))
         check(not isinstance(v, bool) and isinstance(v, (str, int, float)), f"{where}.rule.{k}",
-              f"must be a text or a number, got {v!r}: YAML reads a bare yes, no, on, off, true or false as a "
-              "boolean; quote the text the column holds")
+              f"must be a text or a number, got {v!r}" + bool_hint)
 
 
 @dataclass(frozen=True)

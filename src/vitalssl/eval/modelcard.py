@@ -160,8 +160,9 @@ def efficiency_table(le: dict) -> list[str]:
                 continue
             cells = [_with_ci(e[k][r["metric"]], 2 if r["metric"] == "mae" else 3) + _at_start(e[k].get("best_step"))
                      for _, k in EFFICIENCY_METHODS]
-            lines.append(f"| {task} | {r['metric'].upper()} | {pct} ({span(e['subjects'])}) | " + " | ".join(cells)
-                         + " |")
+            few = f"; {e['draws']} of {b['draws']} draws" if e.get("draws", 1) < b["draws"] else ""
+            lines.append(f"| {task} | {r['metric'].upper()} | {pct} ({span(e['subjects'])}{few}) | "
+                         + " | ".join(cells) + " |")
     return lines
 
 

@@ -3,7 +3,7 @@
 A window task has one row per window; a case task one row per subject, its windows' features averaged
 (mean pooling) and its label the first non-missing value of its windows (the clinical columns are the
 same for every window of a case). Binary labels come from a rule on the column: ``below``/``above``
-(strict), ``at_least``, or ``equals`` (text). Every probe is fitted on train only, its penalty chosen
+(strict), ``at_least``, or ``equals`` (a text matches the column's text, a number its value). Every probe is fitted on train only, its penalty chosen
 by subject-grouped CV there, and scored on each held-out split with subject-bootstrap intervals:
 regression by MAE and R² (ridge), binary by AUROC and AUPRC (logistic regression), with the prevalence.
 """
@@ -41,8 +41,10 @@ def label_values(sp: SplitData, task: dict) -> np.ndarray | None:
         return _numeric(raw, col, sp.name, "a regression task")
     (op, v), = task["rule"].items()
     missing = pd.isna(pd.Series(raw)).to_numpy()
-    if op == "equals":
-        hit = np.array([str(x) == str(v) for x in raw])
+    if op == "equals" and isinstance(v, str):
+        hit = np.array([str(x) == v for x in raw])
+    elif op == "equals":                    # a number matches by value: 3 matches 3.0 in a column read as float
+        hit = pd.to_numeric(pd.Series(raw), errors="coerce").to_numpy(np.float64) == v
     else:
         x = _numeric(raw, col, sp.name, f"the rule {op}")
         with np.errstate(invalid="ignore"):
