@@ -106,6 +106,9 @@ def test_user_commands(repo):
     d = json.loads(diff)
     assert "metrics/pretrain.json" in d and "best.val_loss" in d["metrics/pretrain.json"]
     assert "val.reconstruction.random_r40.model.all" in d["metrics/evaluate.json"]
+    moved = [k for k in d["metrics/evaluate.json"] if k.startswith("test.tasks.") and k.endswith(".value")]
+    assert len({k.split(".")[2] for k in moved if ".pretrained_" in k}) >= 2, moved   # tasks move with the encoder
+    assert all(d["metrics/evaluate.json"][k]["diff"] != 0 for k in moved)
 
     shown = json.loads(sh(repo, "dvc", "exp", "show", "--json"))
     text = json.dumps(shown)
